@@ -1,0 +1,62 @@
+"""Build of cbp's C extensions.
+
+Each extension compiles the pure-C routines of src_c/ together with one
+Cython binding.  The BLAS comes from scipy.linalg.cython_blas at import
+time, so nothing links a BLAS library.  Flags stay portable: -O3, never
+-march=native (illegal instructions on other CPUs) nor -ffast-math (it
+would change floating-point behaviour of the whole process).
+
+Set CBP_SANITIZE=1 to build with AddressSanitizer and UBSan (see
+tools/sanitize.sh); CBP_DEBUG=1 for -O0 -g.
+"""
+import os
+import sys
+from glob import glob
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+C_SOURCES = sorted(glob("src_c/*.c"))
+C_HEADERS = sorted(glob("src_c/*.h"))
+
+
+class BuildExt(build_ext):
+    """Choose compiler flags by compiler family."""
+
+    def build_extensions(self):
+        if self.compiler.compiler_type == "msvc":
+            args, link = ["/O2"], []
+        else:
+            args, link = ["-O3", "-Wall", "-Wno-unused-function"], []
+            if os.environ.get("CBP_DEBUG"):
+                args = ["-O0", "-g", "-Wall", "-Wno-unused-function"]
+            if os.environ.get("CBP_SANITIZE"):
+                san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                       "-fno-sanitize-recover=undefined"]
+                args = ["-O1", "-g"] + san
+                link = san
+        for ext in self.extensions:
+            ext.extra_compile_args = args
+            ext.extra_link_args = link
+        super().build_extensions()
+
+
+def extension(name):
+    return Extension(
+        f"cbp.{name}",
+        sources=[f"cbp/{name}.pyx"] + C_SOURCES,
+        include_dirs=["src_c"],
+        depends=C_HEADERS + ["cbp/_capi.pxd"],
+        libraries=[] if sys.platform == "win32" else ["m"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+
+
+setup(
+    ext_modules=cythonize(
+        [extension("_ops")],
+        compiler_directives={"language_level": 3},
+    ),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,91 @@
+/*
+ * activations_impl.h — σ and σ' of every activation, one line each.
+ * Template: see instantiate.h.  Arguments are validated by the caller.
+ *
+ * Stability: sigmoid and softplus never evaluate exp of a positive
+ * argument, so they stay finite for any finite z; gelu uses erfc, which
+ * keeps its left tail accurate.  NaN propagates through every σ.
+ */
+
+/*                     σ(z)                                     σ'(z) */
+static inline REAL FN(identity)(REAL z) { return z; }
+static inline REAL FN(identity_d)(REAL z) { (void)z; return 1; }
+
+static inline REAL FN(relu)(REAL z) { return z < 0 ? 0 : z; }
+static inline REAL FN(relu_d)(REAL z) { return z > 0 ? 1 : 0; } /* 0 at the kink */
+
+static inline REAL FN(leaky_relu)(REAL z) { return z < 0 ? R(0.01) * z : z; }
+static inline REAL FN(leaky_relu_d)(REAL z) { return z > 0 ? 1 : R(0.01); }
+
+static inline REAL FN(sigmoid)(REAL z)
+{
+    if (z >= 0)
+        return 1 / (1 + M(exp)(-z));
+    REAL e = M(exp)(z);
+    return e / (1 + e);
+}
+static inline REAL FN(sigmoid_d)(REAL z) { REAL s = FN(sigmoid)(z); return s * (1 - s); }
+
+static inline REAL FN(tanh)(REAL z) { return M(tanh)(z); }
+static inline REAL FN(tanh_d)(REAL z) { REAL t = M(tanh)(z); return 1 - t * t; }
+
+/* softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|) */
+static inline REAL FN(softplus)(REAL z)
+{
+    return (z > 0 ? z : 0) + M(log1p)(M(exp)(-M(fabs)(z)));
+}
+static inline REAL FN(softplus_d)(REAL z) { return FN(sigmoid)(z); }
+
+static inline REAL FN(elu)(REAL z) { return z > 0 ? z : M(expm1)(z); }
+static inline REAL FN(elu_d)(REAL z) { return z > 0 ? 1 : M(exp)(z); }
+
+/* gelu(z) = z Φ(z), Φ(z) = erfc(−z/√2) / 2;  gelu'(z) = Φ(z) + z φ(z) */
+static inline REAL FN(gelu)(REAL z)
+{
+    return R(0.5) * z * M(erfc)(-z * R(0.70710678118654752440));
+}
+static inline REAL FN(gelu_d)(REAL z)
+{
+    REAL cdf = R(0.5) * M(erfc)(-z * R(0.70710678118654752440));
+    REAL pdf = R(0.39894228040143267794) * M(exp)(R(-0.5) * z * z);
+    return cdf + z * pdf;
+}
+
+/* One loop per activation, so the switch runs once per call, not once
+ * per element:  out[i] OP σ(z[i])  (or σ' with suffix _d). */
+#define CBP_LOOP(fn, out, OP)                                                \
+    for (ptrdiff_t i = 0; i < size; i++)                                     \
+        out[i] OP fn(z[i]);                                                  \
+    break;
+#define CBP_DISPATCH(suffix, out, OP)                                        \
+    switch (act) {                                                           \
+    case CBP_IDENTITY:   CBP_LOOP(FN(identity##suffix), out, OP)             \
+    case CBP_RELU:       CBP_LOOP(FN(relu##suffix), out, OP)                 \
+    case CBP_LEAKY_RELU: CBP_LOOP(FN(leaky_relu##suffix), out, OP)           \
+    case CBP_SIGMOID:    CBP_LOOP(FN(sigmoid##suffix), out, OP)              \
+    case CBP_TANH:       CBP_LOOP(FN(tanh##suffix), out, OP)                 \
+    case CBP_SOFTPLUS:   CBP_LOOP(FN(softplus##suffix), out, OP)             \
+    case CBP_ELU:        CBP_LOOP(FN(elu##suffix), out, OP)                  \
+    case CBP_GELU:       CBP_LOOP(FN(gelu##suffix), out, OP)                 \
+    default: break;                                                          \
+    }
+
+void FN(activation_forward)(int act, ptrdiff_t size, const REAL *z, REAL *a)
+{
+    CBP_DISPATCH(, a, =)
+}
+
+void FN(activation_derivative)(int act, ptrdiff_t size, const REAL *z, REAL *d)
+{
+    CBP_DISPATCH(_d, d, =)
+}
+
+void FN(activation_backward)(int act, ptrdiff_t size, const REAL *z, REAL *g)
+{
+    if (act == CBP_IDENTITY)
+        return; /* σ' = 1 */
+    CBP_DISPATCH(_d, g, *=)
+}
+
+#undef CBP_LOOP
+#undef CBP_DISPATCH

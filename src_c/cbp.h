@@ -1,0 +1,217 @@
+/*
+ * cbp.h — every C routine of cbp, declared in one place.
+ *
+ * Pure C99, no Python.h.  Each routine is written once in a *_impl.h
+ * template and instantiated for float (suffix _f32) and double (_f64) by
+ * instantiate.h.  All matrices are row-major and contiguous: a matrix
+ * "(rows, cols)" has element (i, j) at offset i * cols + j.
+ *
+ * Contract: callers (the Cython bindings) validate every argument first.
+ * These routines assume consistent shapes, sizes that fit a BLAS int,
+ * non-NULL buffers of the stated sizes, and outputs that do not alias
+ * inputs unless a routine says it allows it.  They never allocate and
+ * never call back into Python, so they may run with the GIL released.
+ */
+#ifndef CBP_H
+#define CBP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------ */
+/* BLAS: the Fortran interface exported by scipy.linalg.cython_blas.   */
+/* Column-major, every argument by pointer.  Cython fills the table.   */
+/* ------------------------------------------------------------------ */
+
+typedef void (*cbp_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k,
+                            float *alpha, float *a, int *lda, float *b, int *ldb,
+                            float *beta, float *c, int *ldc);
+typedef void (*cbp_dgemm_t)(char *transa, char *transb, int *m, int *n, int *k,
+                            double *alpha, double *a, int *lda, double *b, int *ldb,
+                            double *beta, double *c, int *ldc);
+typedef void (*cbp_sgemv_t)(char *trans, int *m, int *n, float *alpha, float *a,
+                            int *lda, float *x, int *incx, float *beta, float *y,
+                            int *incy);
+typedef void (*cbp_dgemv_t)(char *trans, int *m, int *n, double *alpha, double *a,
+                            int *lda, double *x, int *incx, double *beta, double *y,
+                            int *incy);
+typedef void (*cbp_sger_t)(int *m, int *n, float *alpha, float *x, int *incx,
+                           float *y, int *incy, float *a, int *lda);
+typedef void (*cbp_dger_t)(int *m, int *n, double *alpha, double *x, int *incx,
+                           double *y, int *incy, double *a, int *lda);
+typedef void (*cbp_saxpy_t)(int *n, float *alpha, float *x, int *incx, float *y,
+                            int *incy);
+typedef void (*cbp_daxpy_t)(int *n, double *alpha, double *x, int *incx, double *y,
+                            int *incy);
+
+typedef struct cbp_blas {
+    cbp_sgemm_t sgemm;
+    cbp_dgemm_t dgemm;
+    cbp_sgemv_t sgemv;
+    cbp_dgemv_t dgemv;
+    cbp_sger_t sger;
+    cbp_dger_t dger;
+    cbp_saxpy_t saxpy;
+    cbp_daxpy_t daxpy;
+} cbp_blas;
+
+/* Row-major wrappers (blas_impl.h): no kernel thinks in Fortran order.
+ * Dimensions of zero are handled here (no BLAS call is made with a zero
+ * leading dimension).
+ *
+ * gemm_rm: C (m, n) = alpha op(A) op(B) + beta C, op(A) is (m, k),
+ *          op(B) is (k, n); trans_a / trans_b are 0 or 1; lda, ldb, ldc
+ *          are the row lengths of A, B, C as stored.
+ * gemv_rm: y = alpha op(A) x + beta y with A (m, n) row-major;
+ *          trans = 0: x is (n), y is (m); trans = 1: x is (m), y is (n).
+ * ger_rm:  A (m, n) += alpha x yᵀ with x (m), y (n). */
+void cbp_gemm_rm_f32(const cbp_blas *blas, int trans_a, int trans_b, int m, int n,
+                     int k, float alpha, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc);
+void cbp_gemm_rm_f64(const cbp_blas *blas, int trans_a, int trans_b, int m, int n,
+                     int k, double alpha, const double *A, int lda, const double *B,
+                     int ldb, double beta, double *C, int ldc);
+void cbp_gemv_rm_f32(const cbp_blas *blas, int trans, int m, int n, float alpha,
+                     const float *A, const float *x, float beta, float *y);
+void cbp_gemv_rm_f64(const cbp_blas *blas, int trans, int m, int n, double alpha,
+                     const double *A, const double *x, double beta, double *y);
+void cbp_ger_rm_f32(const cbp_blas *blas, int m, int n, float alpha, const float *x,
+                    const float *y, float *A);
+void cbp_ger_rm_f64(const cbp_blas *blas, int m, int n, double alpha,
+                    const double *x, const double *y, double *A);
+
+/* ------------------------------------------------------------------ */
+/* Activations (activations_impl.h)                                    */
+/* ------------------------------------------------------------------ */
+
+/* The order is the order of cbp.ops.ACTIVATIONS. */
+typedef enum cbp_activation {
+    CBP_IDENTITY = 0,
+    CBP_RELU = 1,
+    CBP_LEAKY_RELU = 2, /* slope 0.01 for z <= 0; σ'(0) = 0.01 */
+    CBP_SIGMOID = 3,
+    CBP_TANH = 4,
+    CBP_SOFTPLUS = 5,
+    CBP_ELU = 6,        /* alpha 1 */
+    CBP_GELU = 7,       /* exact: z Φ(z) */
+    CBP_NUM_ACTIVATIONS = 8
+} cbp_activation;
+
+/* a = σ(z), element-wise over `size` elements; a may alias z. */
+void cbp_activation_forward_f32(int act, ptrdiff_t size, const float *z, float *a);
+void cbp_activation_forward_f64(int act, ptrdiff_t size, const double *z, double *a);
+/* d = σ'(z), element-wise; d may alias z. */
+void cbp_activation_derivative_f32(int act, ptrdiff_t size, const float *z, float *d);
+void cbp_activation_derivative_f64(int act, ptrdiff_t size, const double *z,
+                                   double *d);
+/* g ⊙= σ'(z): the Hadamard step of the delta recurrence, in place. */
+void cbp_activation_backward_f32(int act, ptrdiff_t size, const float *z, float *g);
+void cbp_activation_backward_f64(int act, ptrdiff_t size, const double *z, double *g);
+
+/* ------------------------------------------------------------------ */
+/* Kernels: the formulas of the derivation (kernels_impl.h)            */
+/* W is (n_out, n_in).  "_vec" is the one-sample form (BLAS level 2),  */
+/* the plain name the batch form (rows are samples, BLAS level 3).     */
+/* ------------------------------------------------------------------ */
+
+/* z = W x + b.  x (n_in), b (n_out), z (n_out). */
+void cbp_linear_forward_vec_f32(const cbp_blas *blas, int n_out, int n_in,
+                                const float *W, const float *b, const float *x,
+                                float *z);
+void cbp_linear_forward_vec_f64(const cbp_blas *blas, int n_out, int n_in,
+                                const double *W, const double *b, const double *x,
+                                double *z);
+/* Z = X Wᵀ + b.  X (n, n_in), Z (n, n_out). */
+void cbp_linear_forward_f32(const cbp_blas *blas, int n, int n_out, int n_in,
+                            const float *W, const float *b, const float *X, float *Z);
+void cbp_linear_forward_f64(const cbp_blas *blas, int n, int n_out, int n_in,
+                            const double *W, const double *b, const double *X,
+                            double *Z);
+
+/* dW = beta dW + δ xᵀ (ger).  δ (n_out), x (n_in), dW (n_out, n_in).
+ * beta is 0 (overwrite) or 1 (accumulate). */
+void cbp_outer_vec_f32(const cbp_blas *blas, int n_out, int n_in, const float *delta,
+                       const float *x, float beta, float *dW);
+void cbp_outer_vec_f64(const cbp_blas *blas, int n_out, int n_in,
+                       const double *delta, const double *x, double beta, double *dW);
+/* dW = beta dW + Δᵀ X (gemm): the outer products summed over the batch.
+ * Δ (n, n_out), X (n, n_in), dW (n_out, n_in). */
+void cbp_outer_f32(const cbp_blas *blas, int n, int n_out, int n_in,
+                   const float *Delta, const float *X, float beta, float *dW);
+void cbp_outer_f64(const cbp_blas *blas, int n, int n_out, int n_in,
+                   const double *Delta, const double *X, double beta, double *dW);
+
+/* db = beta db + Σ_rows Δ.  Δ (n, n_out), db (n_out); the sum runs in
+ * double for both precisions. */
+void cbp_bias_grad_f32(ptrdiff_t n, int n_out, const float *Delta, float beta,
+                       float *db);
+void cbp_bias_grad_f64(ptrdiff_t n, int n_out, const double *Delta, double beta,
+                       double *db);
+
+/* dx = Wᵀ δ (gemv).  δ (n_out), dx (n_in). */
+void cbp_matvec_t_vec_f32(const cbp_blas *blas, int n_out, int n_in, const float *W,
+                          const float *delta, float *dx);
+void cbp_matvec_t_vec_f64(const cbp_blas *blas, int n_out, int n_in, const double *W,
+                          const double *delta, double *dx);
+/* dX = Δ W (gemm).  Δ (n, n_out), dX (n, n_in). */
+void cbp_matvec_t_f32(const cbp_blas *blas, int n, int n_out, int n_in, const float *W,
+                      const float *Delta, float *dX);
+void cbp_matvec_t_f64(const cbp_blas *blas, int n, int n_out, int n_in,
+                      const double *W, const double *Delta, double *dX);
+
+/* The fused delta step δ = (W_nextᵀ δ_next) ⊙ σ'(z): BLAS writes
+ * W_nextᵀ δ_next into delta, one pass multiplies by σ'(z) in place.
+ * W_next (n_next, n_hidden), δ_next (n_next), z and δ (n_hidden). */
+void cbp_backprop_delta_vec_f32(const cbp_blas *blas, int act, int n_next,
+                                int n_hidden, const float *W_next,
+                                const float *delta_next, const float *z,
+                                float *delta);
+void cbp_backprop_delta_vec_f64(const cbp_blas *blas, int act, int n_next,
+                                int n_hidden, const double *W_next,
+                                const double *delta_next, const double *z,
+                                double *delta);
+/* Batch form: Δ = (Δ_next W_next) ⊙ σ'(Z); Δ_next (n, n_next),
+ * Z and Δ (n, n_hidden). */
+void cbp_backprop_delta_f32(const cbp_blas *blas, int act, int n, int n_next,
+                            int n_hidden, const float *W_next, const float *Delta_next,
+                            const float *Z, float *Delta);
+void cbp_backprop_delta_f64(const cbp_blas *blas, int act, int n, int n_next,
+                            int n_hidden, const double *W_next,
+                            const double *Delta_next, const double *Z, double *Delta);
+
+/* ------------------------------------------------------------------ */
+/* Gates of the local view (gates_impl.h), element-wise over `size`.   */
+/* ------------------------------------------------------------------ */
+
+/* add: z = x + y, so dx = dz, dy = dz (the distributor). */
+void cbp_add_gate_backward_f32(ptrdiff_t size, const float *dz, float *dx, float *dy);
+void cbp_add_gate_backward_f64(ptrdiff_t size, const double *dz, double *dx,
+                               double *dy);
+/* mul: z = x y, so dx = dz y, dy = dz x (the switcher). */
+void cbp_mul_gate_backward_f32(ptrdiff_t size, const float *dz, const float *x,
+                               const float *y, float *dx, float *dy);
+void cbp_mul_gate_backward_f64(ptrdiff_t size, const double *dz, const double *x,
+                               const double *y, double *dx, double *dy);
+/* relu: z = max(x, 0), so dx = dz [x > 0] (the filter); dx may alias dz. */
+void cbp_relu_gate_backward_f32(ptrdiff_t size, const float *dz, const float *x,
+                                float *dx);
+void cbp_relu_gate_backward_f64(ptrdiff_t size, const double *dz, const double *x,
+                                double *dx);
+
+/* ------------------------------------------------------------------ */
+/* Losses (losses_impl.h)                                              */
+/* ------------------------------------------------------------------ */
+
+/* Softmax cross-entropy with log-sum-exp, loss and gradient together.
+ * Z (n, n_classes) logits, y (n) labels in [0, n_classes), n >= 1,
+ * w (n) non-negative sample weights or NULL for all ones.
+ * Returns the weighted mean loss  Σ_i w_i l_i / Σ_i w_i  with
+ * l_i = logsumexp(z_i) − z_i[y_i], and writes
+ * dZ_i = w_i (softmax(z_i) − onehot(y_i)) / Σ_i w_i  (the gradient of that
+ * mean).  When Σ w = 0 the loss and dZ are 0.  dZ may alias Z. */
+double cbp_softmax_cross_entropy_f32(ptrdiff_t n, int n_classes, const float *Z,
+                                     const int64_t *y, const float *w, float *dZ);
+double cbp_softmax_cross_entropy_f64(ptrdiff_t n, int n_classes, const double *Z,
+                                     const int64_t *y, const double *w, double *dZ);
+
+#endif /* CBP_H */

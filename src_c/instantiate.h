@@ -1,0 +1,45 @@
+/*
+ * instantiate.h — compiles the template named by CBP_TEMPLATE twice:
+ * once for float (names end in _f32), once for double (_f64).
+ *
+ * Inside a template:
+ *   REAL         the element type
+ *   FN(name)     the public name cbp_<name>_f32 / cbp_<name>_f64
+ *   M(fn)        the C99 math function of that precision: M(exp) is expf
+ *                for float, exp for double
+ *   BLAS(name)   the BLAS routine of that precision from the table `blas`:
+ *                BLAS(gemm) is blas->sgemm / blas->dgemm
+ *   R(x)         a literal of type REAL, so float code stays float
+ *
+ * Usage:  #define CBP_TEMPLATE "kernels_impl.h"
+ *         #include "instantiate.h"
+ */
+#ifndef CBP_TEMPLATE
+#error "define CBP_TEMPLATE before including instantiate.h"
+#endif
+
+#define REAL float
+#define FN(name) cbp_##name##_f32
+#define M(fn) fn##f
+#define BLAS(name) blas->s##name
+#define R(x) ((float)(x))
+#include CBP_TEMPLATE
+#undef REAL
+#undef FN
+#undef M
+#undef BLAS
+#undef R
+
+#define REAL double
+#define FN(name) cbp_##name##_f64
+#define M(fn) fn
+#define BLAS(name) blas->d##name
+#define R(x) ((double)(x))
+#include CBP_TEMPLATE
+#undef REAL
+#undef FN
+#undef M
+#undef BLAS
+#undef R
+
+#undef CBP_TEMPLATE

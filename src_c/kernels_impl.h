@@ -1,0 +1,92 @@
+/*
+ * kernels_impl.h — the fully connected layer's formulas, one routine each.
+ * Template: see instantiate.h.  Arguments are validated by the caller.
+ *
+ * W is (n_out, n_in) row-major.  "_vec" routines take one sample and use
+ * BLAS level 2 (gemv, ger), the derivation's own form; the batch routines
+ * take one sample per row and use gemm.
+ */
+
+/* z = W x + b.  x (n_in), b (n_out), z (n_out). */
+void FN(linear_forward_vec)(const cbp_blas *blas, int n_out, int n_in, const REAL *W,
+                            const REAL *b, const REAL *x, REAL *z)
+{
+    for (int j = 0; j < n_out; j++)
+        z[j] = b[j];
+    FN(gemv_rm)(blas, 0, n_out, n_in, 1, W, x, 1, z);
+}
+
+/* Z = X Wᵀ + b.  X (n, n_in), Z (n, n_out): each row of Z starts as b. */
+void FN(linear_forward)(const cbp_blas *blas, int n, int n_out, int n_in,
+                        const REAL *W, const REAL *b, const REAL *X, REAL *Z)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n_out; j++)
+            Z[(ptrdiff_t)i * n_out + j] = b[j];
+    FN(gemm_rm)(blas, 0, 1, n, n_out, n_in, 1, X, n_in, W, n_in, 1, Z, n_out);
+}
+
+/* dW = beta dW + δ xᵀ.  δ (n_out), x (n_in), dW (n_out, n_in). */
+void FN(outer_vec)(const cbp_blas *blas, int n_out, int n_in, const REAL *delta,
+                   const REAL *x, REAL beta, REAL *dW)
+{
+    if (beta == 0) {
+        ptrdiff_t size = (ptrdiff_t)n_out * n_in;
+        for (ptrdiff_t i = 0; i < size; i++)
+            dW[i] = 0;
+    }
+    FN(ger_rm)(blas, n_out, n_in, 1, delta, x, dW);
+}
+
+/* dW = beta dW + Δᵀ X = Σ_rows δ_i x_iᵀ.  Δ (n, n_out), X (n, n_in). */
+void FN(outer)(const cbp_blas *blas, int n, int n_out, int n_in, const REAL *Delta,
+               const REAL *X, REAL beta, REAL *dW)
+{
+    FN(gemm_rm)(blas, 1, 0, n_out, n_in, n, 1, Delta, n_out, X, n_in, beta, dW, n_in);
+}
+
+/* db = beta db + Σ_rows Δ.  The add gate distributes: every sample's δ
+ * flows unchanged into b, so db sums them.  Accumulated in double. */
+void FN(bias_grad)(ptrdiff_t n, int n_out, const REAL *Delta, REAL beta, REAL *db)
+{
+    for (int j = 0; j < n_out; j++) {
+        double sum = beta == 0 ? 0.0 : (double)beta * db[j];
+        for (ptrdiff_t i = 0; i < n; i++)
+            sum += Delta[i * n_out + j];
+        db[j] = (REAL)sum;
+    }
+}
+
+/* dx = Wᵀ δ.  δ (n_out), dx (n_in). */
+void FN(matvec_t_vec)(const cbp_blas *blas, int n_out, int n_in, const REAL *W,
+                      const REAL *delta, REAL *dx)
+{
+    FN(gemv_rm)(blas, 1, n_out, n_in, 1, W, delta, 0, dx);
+}
+
+/* dX = Δ W.  Δ (n, n_out), dX (n, n_in). */
+void FN(matvec_t)(const cbp_blas *blas, int n, int n_out, int n_in, const REAL *W,
+                  const REAL *Delta, REAL *dX)
+{
+    FN(gemm_rm)(blas, 0, 0, n, n_in, n_out, 1, Delta, n_out, W, n_in, 0, dX, n_in);
+}
+
+/* δ = (W_nextᵀ δ_next) ⊙ σ'(z): BLAS writes W_nextᵀ δ_next into δ, then
+ * one pass scales it by σ'(z) while it is still in cache.  The Jacobian
+ * of an element-wise σ is diagonal, hence the Hadamard product. */
+void FN(backprop_delta_vec)(const cbp_blas *blas, int act, int n_next, int n_hidden,
+                            const REAL *W_next, const REAL *delta_next, const REAL *z,
+                            REAL *delta)
+{
+    FN(matvec_t_vec)(blas, n_next, n_hidden, W_next, delta_next, delta);
+    FN(activation_backward)(act, n_hidden, z, delta);
+}
+
+/* Δ = (Δ_next W_next) ⊙ σ'(Z), row by row. */
+void FN(backprop_delta)(const cbp_blas *blas, int act, int n, int n_next, int n_hidden,
+                        const REAL *W_next, const REAL *Delta_next, const REAL *Z,
+                        REAL *Delta)
+{
+    FN(matvec_t)(blas, n, n_next, n_hidden, W_next, Delta_next, Delta);
+    FN(activation_backward)(act, (ptrdiff_t)n * n_hidden, Z, Delta);
+}
