@@ -42,11 +42,16 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-def extension(name):
+def extension(name, numpy_api=False):
+    include_dirs = ["src_c"]
+    if numpy_api:
+        import numpy
+
+        include_dirs.append(numpy.get_include())
     return Extension(
         f"cbp.{name}",
         sources=[f"cbp/{name}.pyx"] + C_SOURCES,
-        include_dirs=["src_c"],
+        include_dirs=include_dirs,
         depends=C_HEADERS + ["cbp/_capi.pxd"],
         libraries=[] if sys.platform == "win32" else ["m"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -55,7 +60,7 @@ def extension(name):
 
 setup(
     ext_modules=cythonize(
-        [extension("_ops")],
+        [extension("_ops"), extension("_engine", numpy_api=True)],
         compiler_directives={"language_level": 3},
     ),
     cmdclass={"build_ext": BuildExt},

@@ -95,9 +95,86 @@ cdef extern from "cbp.h" nogil:
                                     double *dx)
 
     double cbp_softmax_cross_entropy_f32(Py_ssize_t n, int n_classes, const float *Z,
-                                         const int64_t *y, const float *w, float *dZ)
+                                         const int64_t *y, const float *w,
+                                         double weight_total, float *dZ)
     double cbp_softmax_cross_entropy_f64(Py_ssize_t n, int n_classes, const double *Z,
-                                         const int64_t *y, const double *w, double *dZ)
+                                         const int64_t *y, const double *w,
+                                         double weight_total, double *dZ)
+
+    enum:
+        CBP_SGD
+        CBP_ADAM
+        CBP_ADAMW
+        CBP_LOSS_SOFTMAX_CE
+        CBP_LOSS_BCE
+        CBP_LOSS_MSE
+        CBP_OUTPUT_RAW
+        CBP_OUTPUT_SOFTMAX
+        CBP_OUTPUT_SIGMOID
+        CBP_OK
+        CBP_NONFINITE_LOSS
+        CBP_NONFINITE_GRADIENT
+
+    ctypedef struct cbp_optim:
+        int kind
+        double lr, momentum, dampening
+        int nesterov
+        double weight_decay, beta1, beta2, eps
+        int64_t step
+        void *buf1
+        void *buf2
+
+    ctypedef struct cbp_layer:
+        int n_in, n_out, activation
+        Py_ssize_t w_offset, b_offset
+        void *Z
+        void *A
+
+    ctypedef struct cbp_net:
+        const cbp_blas *blas
+        int n_layers
+        cbp_layer *layers
+        int loss
+        Py_ssize_t n_params
+        void *params
+        void *grads
+        int capacity
+        void *delta[2]
+        void *batch_x
+        void *batch_target
+        void *batch_weight
+
+    void cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)
+    void cbp_optim_update_f64(cbp_optim *opt, Py_ssize_t n, double *p, const double *g)
+
+    void cbp_net_forward_f32(const cbp_net *net, Py_ssize_t n_rows, const float *X,
+                             float *outputs, int transform)
+    void cbp_net_forward_f64(const cbp_net *net, Py_ssize_t n_rows, const double *X,
+                             double *outputs, int transform)
+    double cbp_net_loss_f32(const cbp_net *net, Py_ssize_t n_rows, const float *X,
+                            const void *target, const float *w, int want_grads,
+                            float *outputs, double *weight_total)
+    double cbp_net_loss_f64(const cbp_net *net, Py_ssize_t n_rows, const double *X,
+                            const void *target, const double *w, int want_grads,
+                            double *outputs, double *weight_total)
+    int cbp_net_train_step_f32(const cbp_net *net, cbp_optim *opt, Py_ssize_t n,
+                               const float *X, const void *target, const float *w,
+                               double *loss)
+    int cbp_net_train_step_f64(const cbp_net *net, cbp_optim *opt, Py_ssize_t n,
+                               const double *X, const void *target, const double *w,
+                               double *loss)
+    Py_ssize_t cbp_net_train_batches_f32(const cbp_net *net, cbp_optim *opt,
+                                         Py_ssize_t n_rows, const float *X,
+                                         const void *target, const float *w,
+                                         const int64_t *order, Py_ssize_t first_row,
+                                         int batch_size, Py_ssize_t n_batches,
+                                         double *losses, int *status)
+    Py_ssize_t cbp_net_train_batches_f64(const cbp_net *net, cbp_optim *opt,
+                                         Py_ssize_t n_rows, const double *X,
+                                         const void *target, const double *w,
+                                         const int64_t *order, Py_ssize_t first_row,
+                                         int batch_size, Py_ssize_t n_batches,
+                                         double *losses, int *status)
 
 
 cdef inline void fill_blas_table(cbp_blas *table) noexcept:

@@ -197,7 +197,7 @@ def softmax_cross_entropy(const real[:, ::1] Z, const int64_t[::1] y, real[:, ::
             raise ValueError(f"label {y[i]} at row {i} is outside [0, {n_classes})")
     with nogil:
         if real is float:
-            loss = cbp_softmax_cross_entropy_f32(n, n_classes, &Z[0, 0], &y[0], NULL, &dZ[0, 0])
+            loss = cbp_softmax_cross_entropy_f32(n, n_classes, &Z[0, 0], &y[0], NULL, <double>n, &dZ[0, 0])
         else:
-            loss = cbp_softmax_cross_entropy_f64(n, n_classes, &Z[0, 0], &y[0], NULL, &dZ[0, 0])
+            loss = cbp_softmax_cross_entropy_f64(n, n_classes, &Z[0, 0], &y[0], NULL, <double>n, &dZ[0, 0])
     return loss

@@ -202,16 +202,153 @@ void cbp_relu_gate_backward_f64(ptrdiff_t size, const double *dz, const double *
 /* Losses (losses_impl.h)                                              */
 /* ------------------------------------------------------------------ */
 
+/* Every loss returns  Σ_i w_i l_i / weight_total  over its n rows and
+ * writes the gradient of that quantity with respect to its input,
+ * dZ_i = (w_i / weight_total) ∂l_i/∂z_i.  w (n) are non-negative sample
+ * weights, or NULL for all ones.  The caller passes weight_total (Σ w over
+ * the whole batch, or n unweighted) so that a batch may be processed in
+ * chunks.  weight_total = 0 gives loss 0 and dZ = 0.  dZ may alias Z.
+ * Sums run in double for both precisions. */
+
 /* Softmax cross-entropy with log-sum-exp, loss and gradient together.
- * Z (n, n_classes) logits, y (n) labels in [0, n_classes), n >= 1,
- * w (n) non-negative sample weights or NULL for all ones.
- * Returns the weighted mean loss  Σ_i w_i l_i / Σ_i w_i  with
- * l_i = logsumexp(z_i) − z_i[y_i], and writes
- * dZ_i = w_i (softmax(z_i) − onehot(y_i)) / Σ_i w_i  (the gradient of that
- * mean).  When Σ w = 0 the loss and dZ are 0.  dZ may alias Z. */
+ * Z (n, n_classes) logits, y (n) labels in [0, n_classes), n_classes >= 1.
+ * l_i = logsumexp(z_i) − z_i[y_i],  ∂l_i/∂z_i = softmax(z_i) − onehot(y_i). */
 double cbp_softmax_cross_entropy_f32(ptrdiff_t n, int n_classes, const float *Z,
-                                     const int64_t *y, const float *w, float *dZ);
+                                     const int64_t *y, const float *w,
+                                     double weight_total, float *dZ);
 double cbp_softmax_cross_entropy_f64(ptrdiff_t n, int n_classes, const double *Z,
-                                     const int64_t *y, const double *w, double *dZ);
+                                     const int64_t *y, const double *w,
+                                     double weight_total, double *dZ);
+/* Binary cross-entropy with logits (sigmoid fused), as PyTorch's
+ * BCEWithLogitsLoss: Z, Y (n, n_out), Y in [0, 1];
+ * l_i = mean_j [max(z, 0) − z y + log1p(e^−|z|)],  ∂l_i/∂z_ij = (σ(z) − y) / n_out. */
+double cbp_binary_cross_entropy_f32(ptrdiff_t n, int n_out, const float *Z,
+                                    const float *Y, const float *w,
+                                    double weight_total, float *dZ);
+double cbp_binary_cross_entropy_f64(ptrdiff_t n, int n_out, const double *Z,
+                                    const double *Y, const double *w,
+                                    double weight_total, double *dZ);
+/* Mean squared error, as PyTorch's MSELoss: P, Y (n, n_out);
+ * l_i = mean_j (p − y)²,  ∂l_i/∂p_ij = 2 (p − y) / n_out. */
+double cbp_mean_squared_error_f32(ptrdiff_t n, int n_out, const float *P,
+                                  const float *Y, const float *w, double weight_total,
+                                  float *dP);
+double cbp_mean_squared_error_f64(ptrdiff_t n, int n_out, const double *P,
+                                  const double *Y, const double *w,
+                                  double weight_total, double *dP);
+
+/* Row-wise softmax in place: Z (n, n_classes). */
+void cbp_softmax_rows_f32(ptrdiff_t n, int n_classes, float *Z);
+void cbp_softmax_rows_f64(ptrdiff_t n, int n_classes, double *Z);
+
+/* ------------------------------------------------------------------ */
+/* Optimizers (optim_impl.h): one pass over the flat parameter buffer, */
+/* PyTorch's update rules (torch.optim, single-tensor implementation). */
+/* ------------------------------------------------------------------ */
+
+enum { CBP_SGD = 0, CBP_ADAM = 1, CBP_ADAMW = 2 };
+
+typedef struct cbp_optim {
+    int kind;             /* CBP_SGD, CBP_ADAM or CBP_ADAMW */
+    double lr;
+    double momentum;      /* SGD */
+    double dampening;     /* SGD */
+    int nesterov;         /* SGD */
+    double weight_decay;  /* SGD, Adam: L2 added to the gradient; AdamW: decoupled */
+    double beta1, beta2, eps; /* Adam, AdamW */
+    int64_t step;         /* updates made so far; the update increments it */
+    void *buf1;           /* SGD: momentum buffer; Adam(W): exp_avg    (n_params) */
+    void *buf2;           /* Adam(W): exp_avg_sq                       (n_params) */
+} cbp_optim;
+
+/* p ← update(p, g) over n elements; opt->step += 1. */
+void cbp_optim_update_f32(cbp_optim *opt, ptrdiff_t n, float *p, const float *g);
+void cbp_optim_update_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
+
+/* ------------------------------------------------------------------ */
+/* The engine (engine_impl.h): a network compiled into a plan.         */
+/* Every buffer is owned by the caller (NumPy); nothing here allocates.*/
+/* ------------------------------------------------------------------ */
+
+enum { CBP_LOSS_SOFTMAX_CE = 0, CBP_LOSS_BCE = 1, CBP_LOSS_MSE = 2 };
+enum { CBP_OUTPUT_RAW = 0, CBP_OUTPUT_SOFTMAX = 1, CBP_OUTPUT_SIGMOID = 2 };
+/* Status of a training step. */
+enum { CBP_OK = 0, CBP_NONFINITE_LOSS = 1, CBP_NONFINITE_GRADIENT = 2 };
+
+typedef struct cbp_layer {
+    int n_in, n_out;
+    int activation;          /* cbp_activation */
+    ptrdiff_t w_offset;      /* W (n_out, n_in) at params + w_offset, dW at grads + w_offset */
+    ptrdiff_t b_offset;      /* b (n_out) likewise */
+    void *Z;                 /* workspace (capacity, n_out): pre-activations */
+    void *A;                 /* workspace (capacity, n_out): σ(Z); == Z for identity */
+} cbp_layer;
+
+typedef struct cbp_net {
+    const cbp_blas *blas;
+    int n_layers;
+    cbp_layer *layers;
+    int loss;                /* CBP_LOSS_* */
+    ptrdiff_t n_params;
+    void *params;            /* REAL[n_params]: W1, b1, W2, b2, … */
+    void *grads;             /* REAL[n_params], aligned with params */
+    int capacity;            /* rows every workspace buffer holds */
+    void *delta[2];          /* (capacity, max n_out): ping-pong deltas */
+    void *batch_x;           /* (capacity, n_in of layer 1): a gathered batch */
+    void *batch_target;      /* (capacity) int64 labels or (capacity, n_out) REAL */
+    void *batch_weight;      /* (capacity) REAL */
+} cbp_net;
+
+/* Forward n_rows rows of X (n_rows, n_in) in chunks of net->capacity and
+ * write the last layer's outputs (n_rows, n_out), transformed by
+ * `transform` (CBP_OUTPUT_*). */
+void cbp_net_forward_f32(const cbp_net *net, ptrdiff_t n_rows, const float *X,
+                         float *outputs, int transform);
+void cbp_net_forward_f64(const cbp_net *net, ptrdiff_t n_rows, const double *X,
+                         double *outputs, int transform);
+
+/* The loss  Σ_i w_i l_i / Σ_i w_i  of n_rows rows (w NULL: the mean), in
+ * chunks of net->capacity.  want_grads: its gradient into net->grads
+ * (zero when Σ w = 0).  outputs, if not NULL: the raw outputs
+ * (n_rows, n_out).  target: int64 labels (n_rows) for softmax
+ * cross-entropy, else REAL (n_rows, n_out).  *weight_total, if not NULL,
+ * receives Σ w. */
+double cbp_net_loss_f32(const cbp_net *net, ptrdiff_t n_rows, const float *X,
+                        const void *target, const float *w, int want_grads,
+                        float *outputs, double *weight_total);
+double cbp_net_loss_f64(const cbp_net *net, ptrdiff_t n_rows, const double *X,
+                        const void *target, const double *w, int want_grads,
+                        double *outputs, double *weight_total);
+
+/* One training step on a batch: loss and gradients, then one optimizer
+ * update — unless the loss or a gradient is not finite (the parameters are
+ * left as they were and the status says why), or every weight is zero (no
+ * update: such a batch changes nothing).  *loss is the loss before the
+ * update.  Returns a CBP_* status. */
+int cbp_net_train_step_f32(const cbp_net *net, cbp_optim *opt, ptrdiff_t n,
+                           const float *X, const void *target, const float *w,
+                           double *loss);
+int cbp_net_train_step_f64(const cbp_net *net, cbp_optim *opt, ptrdiff_t n,
+                           const double *X, const void *target, const double *w,
+                           double *loss);
+
+/* n_batches consecutive mini-batches of an epoch, each one training step.
+ * Batch k holds rows order[first_row + k·batch_size …] (up to n_rows;
+ * order NULL: rows in sequence, read in place); shuffled rows are gathered
+ * into net->batch_* first.  batch_size <= net->capacity.  losses[k]
+ * receives batch k's loss.  Returns the number of batches completed; if
+ * fewer than n_batches, *status tells why the next one stopped. */
+ptrdiff_t cbp_net_train_batches_f32(const cbp_net *net, cbp_optim *opt,
+                                    ptrdiff_t n_rows, const float *X,
+                                    const void *target, const float *w,
+                                    const int64_t *order, ptrdiff_t first_row,
+                                    int batch_size, ptrdiff_t n_batches,
+                                    double *losses, int *status);
+ptrdiff_t cbp_net_train_batches_f64(const cbp_net *net, cbp_optim *opt,
+                                    ptrdiff_t n_rows, const double *X,
+                                    const void *target, const double *w,
+                                    const int64_t *order, ptrdiff_t first_row,
+                                    int batch_size, ptrdiff_t n_batches,
+                                    double *losses, int *status);
 
 #endif /* CBP_H */

@@ -10,10 +10,13 @@
  *   BLAS(name)   the BLAS routine of that precision from the table `blas`:
  *                BLAS(gemm) is blas->sgemm / blas->dgemm
  *   R(x)         a literal of type REAL, so float code stays float
+ *   REAL_MAX     the largest finite REAL (FLT_MAX / DBL_MAX)
  *
  * Usage:  #define CBP_TEMPLATE "kernels_impl.h"
  *         #include "instantiate.h"
  */
+#include <float.h>
+
 #ifndef CBP_TEMPLATE
 #error "define CBP_TEMPLATE before including instantiate.h"
 #endif
@@ -23,23 +26,27 @@
 #define M(fn) fn##f
 #define BLAS(name) blas->s##name
 #define R(x) ((float)(x))
+#define REAL_MAX FLT_MAX
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN
 #undef M
 #undef BLAS
 #undef R
+#undef REAL_MAX
 
 #define REAL double
 #define FN(name) cbp_##name##_f64
 #define M(fn) fn
 #define BLAS(name) blas->d##name
 #define R(x) ((double)(x))
+#define REAL_MAX DBL_MAX
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN
 #undef M
 #undef BLAS
 #undef R
+#undef REAL_MAX
 
 #undef CBP_TEMPLATE

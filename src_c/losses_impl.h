@@ -1,29 +1,30 @@
 /*
- * losses_impl.h — losses fused with their gradient.
+ * losses_impl.h — losses fused with their gradient (see cbp.h for the
+ * weighting convention shared by all three).
  * Template: see instantiate.h.  Arguments are validated by the caller.
  */
 
+/* Row i's share of the mean: w_i / weight_total (0 when the total is 0). */
+static inline double FN(row_scale)(const REAL *w, ptrdiff_t i, double weight_total)
+{
+    if (!(weight_total > 0))
+        return 0.0;
+    return (w == NULL ? 1.0 : (double)w[i]) / weight_total;
+}
+
 /* Softmax cross-entropy.  For one row z with label y:
  *   l  = −log softmax(z)[y] = logsumexp(z) − z[y]
- *   dl/dz = softmax(z) − onehot(y)
- * logsumexp subtracts the row maximum first, so no exp overflows.  With
- * weights the mean is Σ w_i l_i / Σ w_i and row i's gradient is scaled by
- * w_i / Σ w_i.  Sums run in double for both precisions. */
+ *   ∂l/∂z = softmax(z) − onehot(y)
+ * logsumexp subtracts the row maximum first, so no exp overflows. */
 double FN(softmax_cross_entropy)(ptrdiff_t n, int n_classes, const REAL *Z,
-                                 const int64_t *y, const REAL *w, REAL *dZ)
+                                 const int64_t *y, const REAL *w, double weight_total,
+                                 REAL *dZ)
 {
-    double weight_sum = 0.0;
-    if (w == NULL)
-        weight_sum = (double)n;
-    else
-        for (ptrdiff_t i = 0; i < n; i++)
-            weight_sum += w[i];
-
     double total = 0.0;
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL *z = Z + i * n_classes;
         REAL *dz = dZ + i * n_classes;
-        double wi = w == NULL ? 1.0 : (double)w[i];
+        double scale = FN(row_scale)(w, i, weight_total);
         REAL zmax = z[0];
         for (int c = 1; c < n_classes; c++)
             zmax = z[c] > zmax ? z[c] : zmax;
@@ -34,16 +35,75 @@ double FN(softmax_cross_entropy)(ptrdiff_t n, int n_classes, const REAL *Z,
             dz[c] = e;
             sum += e;
         }
-        double lse = (double)zmax + log(sum);
-        double loss_i = lse - z_label;
-        if (wi != 0)
-            total += wi * loss_i;
-        /* p_c = e_c / sum; gradient row = (p − onehot) w_i / Σ w */
-        double scale = weight_sum > 0 ? wi / weight_sum : 0.0;
-        double p_scale = scale / sum;
+        if (scale != 0)
+            total += scale * ((double)zmax + log(sum) - z_label);
+        double p_scale = scale / sum; /* p_c = e_c / sum */
         for (int c = 0; c < n_classes; c++)
             dz[c] = (REAL)(dz[c] * p_scale);
         dz[y[i]] -= (REAL)scale;
     }
-    return weight_sum > 0 ? total / weight_sum : 0.0;
+    return total;
+}
+
+/* Binary cross-entropy on logits, element (z, y):
+ *   l = −[y log σ(z) + (1 − y) log(1 − σ(z))] = max(z, 0) − z y + log1p(e^−|z|)
+ *   ∂l/∂z = σ(z) − y
+ * Row i's loss is the mean over its n_out elements. */
+double FN(binary_cross_entropy)(ptrdiff_t n, int n_out, const REAL *Z, const REAL *Y,
+                                const REAL *w, double weight_total, REAL *dZ)
+{
+    double total = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double scale = FN(row_scale)(w, i, weight_total) / n_out;
+        double row = 0.0;
+        for (int j = 0; j < n_out; j++) {
+            ptrdiff_t k = i * n_out + j;
+            REAL z = Z[k], y = Y[k];
+            REAL e = M(exp)(-M(fabs)(z));          /* e^−|z| ∈ (0, 1] */
+            REAL s = z >= 0 ? 1 / (1 + e) : e / (1 + e); /* σ(z) */
+            row += (double)((z > 0 ? z : 0) - z * y) + (double)M(log1p)(e);
+            dZ[k] = (REAL)((s - y) * scale);
+        }
+        total += scale * row;
+    }
+    return total;
+}
+
+/* Squared error, element (p, y):  l = (p − y)²,  ∂l/∂p = 2 (p − y).
+ * Row i's loss is the mean over its n_out elements. */
+double FN(mean_squared_error)(ptrdiff_t n, int n_out, const REAL *P, const REAL *Y,
+                              const REAL *w, double weight_total, REAL *dP)
+{
+    double total = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double scale = FN(row_scale)(w, i, weight_total) / n_out;
+        double row = 0.0;
+        for (int j = 0; j < n_out; j++) {
+            ptrdiff_t k = i * n_out + j;
+            double r = (double)P[k] - (double)Y[k];
+            row += r * r;
+            dP[k] = (REAL)(2 * r * scale);
+        }
+        total += scale * row;
+    }
+    return total;
+}
+
+/* softmax(z) = e^(z − max z) / Σ e^(z − max z), row by row, in place. */
+void FN(softmax_rows)(ptrdiff_t n, int n_classes, REAL *Z)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        REAL *z = Z + i * n_classes;
+        REAL zmax = z[0];
+        for (int c = 1; c < n_classes; c++)
+            zmax = z[c] > zmax ? z[c] : zmax;
+        double sum = 0.0;
+        for (int c = 0; c < n_classes; c++) {
+            z[c] = M(exp)(z[c] - zmax);
+            sum += z[c];
+        }
+        double inv = 1.0 / sum;
+        for (int c = 0; c < n_classes; c++)
+            z[c] = (REAL)(z[c] * inv);
+    }
 }

@@ -1,0 +1,314 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Bindings of the compiled network engine (src_c/engine_impl.h).
+
+An :class:`Engine` holds the plan of one network: layer sizes, activation
+codes, offsets into the flat parameter and gradient buffers, and workspace
+buffers sized for ``capacity`` rows — all NumPy-owned.  Each method checks
+its arrays (type, dtype, contiguity, sizes: cheap C-level checks, so no
+caller can make C read or write out of bounds), releases the GIL and makes
+one call into C.  cbp.network validates user input before calling these.
+"""
+cimport numpy as cnp
+import numpy as np
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int64_t
+from cbp._capi cimport *
+
+cnp.import_array()
+
+cdef cbp_blas BLAS
+fill_blas_table(&BLAS)
+
+LOSS_CODES = {"softmax_cross_entropy": CBP_LOSS_SOFTMAX_CE,
+              "binary_cross_entropy": CBP_LOSS_BCE,
+              "mse": CBP_LOSS_MSE}
+OPTIM_CODES = {"sgd": CBP_SGD, "adam": CBP_ADAM, "adamw": CBP_ADAMW}
+OUTPUT_RAW = CBP_OUTPUT_RAW
+OUTPUT_SOFTMAX = CBP_OUTPUT_SOFTMAX
+OUTPUT_SIGMOID = CBP_OUTPUT_SIGMOID
+OK = CBP_OK
+NONFINITE_LOSS = CBP_NONFINITE_LOSS
+NONFINITE_GRADIENT = CBP_NONFINITE_GRADIENT
+
+
+cdef void *_buffer(object a, int typenum, Py_ssize_t size, str name,
+                   bint writable=False) except NULL:
+    """The data pointer of a C-contiguous array of `typenum` holding
+    exactly `size` elements."""
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{name}: expected dtype {np.dtype(cnp.PyArray_TypeObjectFromType(typenum))}, "
+                        f"got {arr.dtype}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name}: expected a C-contiguous, aligned array")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name}: array is read-only")
+    if cnp.PyArray_SIZE(arr) != size:
+        raise ValueError(f"{name}: expected {size} elements, got {cnp.PyArray_SIZE(arr)}")
+    # Never hand C a NULL pointer, even for an empty array.
+    cdef void *p = cnp.PyArray_DATA(arr)
+    return p if p != NULL else <void *>&BLAS
+
+
+cdef class OptimizerState:
+    """The C optimizer record and its state buffers (aligned with the
+    network's flat parameter buffer)."""
+    cdef cbp_optim opt
+    cdef readonly object buf1, buf2
+    cdef readonly Py_ssize_t n_params
+    cdef readonly object dtype
+
+    def __cinit__(self, str kind, Py_ssize_t n_params, dtype):
+        self.opt.kind = OPTIM_CODES[kind]
+        self.n_params = n_params
+        self.dtype = np.dtype(dtype)
+        self.buf1 = np.zeros(n_params, dtype=self.dtype)
+        self.buf2 = np.zeros(n_params if kind != "sgd" else 0, dtype=self.dtype)
+        self.opt.buf1 = cnp.PyArray_DATA(<cnp.ndarray>self.buf1)
+        self.opt.buf2 = cnp.PyArray_DATA(<cnp.ndarray>self.buf2)
+        self.opt.step = 0
+
+    def set_hyperparameters(self, double lr, double momentum=0.0, double dampening=0.0,
+                            bint nesterov=False, double weight_decay=0.0,
+                            double beta1=0.9, double beta2=0.999, double eps=1e-8):
+        self.opt.lr = lr
+        self.opt.momentum = momentum
+        self.opt.dampening = dampening
+        self.opt.nesterov = nesterov
+        self.opt.weight_decay = weight_decay
+        self.opt.beta1 = beta1
+        self.opt.beta2 = beta2
+        self.opt.eps = eps
+
+    @property
+    def step(self):
+        return self.opt.step
+
+    @step.setter
+    def step(self, int64_t value):
+        self.opt.step = value
+
+
+cdef class Engine:
+    """A network compiled into a plan for the C engine."""
+    cdef cbp_net net
+    cdef cbp_layer *layers
+    cdef readonly object params, grads
+    cdef readonly int typenum
+    cdef readonly int n_in, n_out
+    cdef list workspace
+
+    def __cinit__(self, sizes, activations, str loss, params, grads):
+        cdef int n_layers = len(sizes) - 1
+        cdef Py_ssize_t offset = 0
+        cdef int l
+        if n_layers < 1 or len(activations) != n_layers:
+            raise ValueError("Engine: need len(sizes) - 1 == len(activations) >= 1")
+        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>params)
+        if self.typenum != cnp.NPY_FLOAT32 and self.typenum != cnp.NPY_FLOAT64:
+            raise TypeError("Engine: parameters must be float32 or float64")
+        self.layers = <cbp_layer *>PyMem_Malloc(n_layers * sizeof(cbp_layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        for l in range(n_layers):
+            if sizes[l] < 1 or sizes[l + 1] < 1 or sizes[l] > 2**31 - 1 or sizes[l + 1] > 2**31 - 1:
+                raise ValueError("Engine: layer sizes must be in [1, 2**31 - 1]")
+            if not 0 <= activations[l] < CBP_NUM_ACTIVATIONS:
+                raise ValueError("Engine: activation code out of range")
+            self.layers[l].n_in = sizes[l]
+            self.layers[l].n_out = sizes[l + 1]
+            self.layers[l].activation = activations[l]
+            self.layers[l].w_offset = offset
+            offset += <Py_ssize_t>sizes[l + 1] * sizes[l]
+            self.layers[l].b_offset = offset
+            offset += sizes[l + 1]
+            self.layers[l].Z = NULL
+            self.layers[l].A = NULL
+        self.net.blas = &BLAS
+        self.net.n_layers = n_layers
+        self.net.layers = self.layers
+        self.net.loss = LOSS_CODES[loss]
+        self.net.n_params = offset
+        self.net.params = _buffer(params, self.typenum, offset, "params", True)
+        self.net.grads = _buffer(grads, self.typenum, offset, "grads", True)
+        self.params, self.grads = params, grads
+        self.net.capacity = 0
+        self.n_in, self.n_out = sizes[0], sizes[n_layers]
+        self.workspace = []
+
+    def __dealloc__(self):
+        PyMem_Free(self.layers)
+
+    @property
+    def capacity(self):
+        return self.net.capacity
+
+    @property
+    def n_params(self):
+        return self.net.n_params
+
+    def reserve(self, Py_ssize_t rows):
+        """Make the workspace hold at least `rows` rows (it only grows)."""
+        if rows <= self.net.capacity:
+            return
+        if rows > 2**31 - 1:
+            raise ValueError("Engine.reserve: too many rows")
+        dtype = np.float32 if self.typenum == cnp.NPY_FLOAT32 else np.float64
+        cdef int l, width = 0
+        cdef list work = []
+        for l in range(self.net.n_layers):
+            n_out = self.layers[l].n_out
+            width = max(width, n_out)
+            Z = np.empty((rows, n_out), dtype=dtype)
+            A = Z if self.layers[l].activation == 0 else np.empty((rows, n_out), dtype=dtype)
+            work += [Z, A]
+            self.layers[l].Z = cnp.PyArray_DATA(<cnp.ndarray>Z)
+            self.layers[l].A = cnp.PyArray_DATA(<cnp.ndarray>A)
+        deltas = [np.empty((rows, width), dtype=dtype) for _ in range(2)]
+        batch_x = np.empty((rows, self.n_in), dtype=dtype)
+        if self.net.loss == CBP_LOSS_SOFTMAX_CE:
+            batch_target = np.empty(rows, dtype=np.int64)
+        else:
+            batch_target = np.empty((rows, self.n_out), dtype=dtype)
+        batch_weight = np.empty(rows, dtype=dtype)
+        work += deltas + [batch_x, batch_target, batch_weight]
+        self.net.delta[0] = cnp.PyArray_DATA(<cnp.ndarray>deltas[0])
+        self.net.delta[1] = cnp.PyArray_DATA(<cnp.ndarray>deltas[1])
+        self.net.batch_x = cnp.PyArray_DATA(<cnp.ndarray>batch_x)
+        self.net.batch_target = cnp.PyArray_DATA(<cnp.ndarray>batch_target)
+        self.net.batch_weight = cnp.PyArray_DATA(<cnp.ndarray>batch_weight)
+        self.workspace = work
+        self.net.capacity = <int>rows
+
+    cdef int _ready(self) except -1:
+        if self.net.capacity < 1:
+            raise RuntimeError("Engine: reserve() workspace before use")
+        return 0
+
+    cdef const void *_target(self, object target, Py_ssize_t n) except NULL:
+        cdef const int64_t *labels
+        cdef Py_ssize_t i
+        cdef int64_t n_classes = self.n_out
+        if self.net.loss == CBP_LOSS_SOFTMAX_CE:
+            labels = <const int64_t *>_buffer(target, cnp.NPY_INT64, n, "target")
+            for i in range(n):
+                if labels[i] < 0 or labels[i] >= n_classes:
+                    raise ValueError(f"label {labels[i]} at row {i} is outside "
+                                     f"[0, {n_classes})")
+            return labels
+        return _buffer(target, self.typenum, n * self.n_out, "target")
+
+    cdef const void *_weights(self, object w, Py_ssize_t n) except? NULL:
+        if w is None:
+            return NULL
+        return _buffer(w, self.typenum, n, "sample_weight")
+
+    def forward(self, X, out, int transform=CBP_OUTPUT_RAW):
+        """out (n, n_out) ← the network's output for X (n, n_in)."""
+        self._ready()
+        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
+        if n < 0:
+            raise ValueError("Engine.forward: X must be 2-D")
+        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef void *o = _buffer(out, self.typenum, n * self.n_out, "out", True)
+        if transform < CBP_OUTPUT_RAW or transform > CBP_OUTPUT_SIGMOID:
+            raise ValueError("Engine.forward: unknown transform")
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                cbp_net_forward_f32(&self.net, n, <const float *>x, <float *>o, transform)
+            else:
+                cbp_net_forward_f64(&self.net, n, <const double *>x, <double *>o, transform)
+        return out
+
+    def loss(self, X, target, sample_weight=None, bint want_grads=False, outputs=None):
+        """(loss, Σ w) of the rows of X; with want_grads the gradient of that
+        loss fills the gradient buffer; outputs (n, n_out), if given,
+        receives the raw outputs."""
+        self._ready()
+        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
+        if n < 0:
+            raise ValueError("Engine.loss: X must be 2-D")
+        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef const void *t = self._target(target, n)
+        cdef const void *w = self._weights(sample_weight, n)
+        cdef void *o = NULL
+        if outputs is not None:
+            o = _buffer(outputs, self.typenum, n * self.n_out, "outputs", True)
+        cdef double loss, weight_total
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                loss = cbp_net_loss_f32(&self.net, n, <const float *>x, t, <const float *>w,
+                                        want_grads, <float *>o, &weight_total)
+            else:
+                loss = cbp_net_loss_f64(&self.net, n, <const double *>x, t, <const double *>w,
+                                        want_grads, <double *>o, &weight_total)
+        return loss, weight_total
+
+    def train_step(self, OptimizerState state, X, target, sample_weight=None):
+        """One step: (loss before the update, status)."""
+        self._ready()
+        self._check_state(state)
+        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
+        if n < 0:
+            raise ValueError("Engine.train_step: X must be 2-D")
+        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef const void *t = self._target(target, n)
+        cdef const void *w = self._weights(sample_weight, n)
+        cdef double loss
+        cdef int status
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                status = cbp_net_train_step_f32(&self.net, &state.opt, n, <const float *>x,
+                                                t, <const float *>w, &loss)
+            else:
+                status = cbp_net_train_step_f64(&self.net, &state.opt, n, <const double *>x,
+                                                t, <const double *>w, &loss)
+        return loss, status
+
+    def train_batches(self, OptimizerState state, X, target, sample_weight, order,
+                      Py_ssize_t first_row, int batch_size, Py_ssize_t n_batches, losses):
+        """Train on `n_batches` mini-batches starting at row `first_row` of
+        the epoch's order (None: rows in sequence).  losses[k] receives
+        batch k's loss.  Returns (batches completed, status)."""
+        self._ready()
+        self._check_state(state)
+        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
+        if n < 0:
+            raise ValueError("Engine.train_batches: X must be 2-D")
+        if batch_size < 1 or batch_size > self.net.capacity:
+            raise ValueError("Engine.train_batches: batch_size must be in [1, capacity]")
+        if n_batches < 0 or first_row < 0 or (n_batches > 0 and first_row + (n_batches - 1) * <Py_ssize_t>batch_size >= n):
+            raise ValueError("Engine.train_batches: batches run past the data")
+        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef const void *t = self._target(target, n)
+        cdef const void *w = self._weights(sample_weight, n)
+        cdef double *l = <double *>_buffer(losses, cnp.NPY_FLOAT64, n_batches, "losses", True)
+        cdef const int64_t *o = NULL
+        cdef Py_ssize_t i, last
+        if order is not None:
+            o = <const int64_t *>_buffer(order, cnp.NPY_INT64, n, "order")
+            last = min(n, first_row + n_batches * <Py_ssize_t>batch_size)
+            for i in range(first_row, last):
+                if o[i] < 0 or o[i] >= n:
+                    raise ValueError("Engine.train_batches: order holds a row out of range")
+        cdef Py_ssize_t done
+        cdef int status
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                done = cbp_net_train_batches_f32(&self.net, &state.opt, n, <const float *>x, t,
+                                                 <const float *>w, o, first_row, batch_size,
+                                                 n_batches, l, &status)
+            else:
+                done = cbp_net_train_batches_f64(&self.net, &state.opt, n, <const double *>x, t,
+                                                 <const double *>w, o, first_row, batch_size,
+                                                 n_batches, l, &status)
+        return done, status
+
+    cdef int _check_state(self, OptimizerState state) except -1:
+        if state is None or state.n_params != self.net.n_params:
+            raise ValueError("optimizer state does not match this network")
+        if cnp.PyArray_TYPE(<cnp.ndarray>state.buf1) != self.typenum:
+            raise TypeError("optimizer state has another dtype than this network")
+        return 0

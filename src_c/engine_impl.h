@@ -1,0 +1,220 @@
+/*
+ * engine_impl.h — a compiled network: forward, loss, backward, update,
+ * a whole training step and a run of mini-batches, each one call.
+ * Template: see instantiate.h.  Arguments are validated by the caller;
+ * every buffer of the plan (cbp_net in cbp.h) is owned by the caller and
+ * sized for net->capacity rows.  Nothing here allocates.
+ *
+ * Layer l (0-based) maps A_{l-1} (n, n_in) to Z_l = A_{l-1} W_lᵀ + b_l and
+ * A_l = σ_l(Z_l), with A_{-1} = X.  The backward pass runs the derivation:
+ *   Δ_L = ∂loss/∂A_L ⊙ σ_L'(Z_L)
+ *   dW_l = Δ_lᵀ A_{l-1},  db_l = Σ_rows Δ_l
+ *   Δ_{l-1} = (Δ_l W_l) ⊙ σ_{l-1}'(Z_{l-1})     (no input gradient for l = 0)
+ * One sample (n = 1) takes the vector forms: gemv and ger.
+ */
+
+#define LAYER_W(net, L) ((REAL *)(net)->params + (L)->w_offset)
+#define LAYER_B(net, L) ((REAL *)(net)->params + (L)->b_offset)
+
+static const REAL *FN(net_output)(const cbp_net *net)
+{
+    return (const REAL *)net->layers[net->n_layers - 1].A;
+}
+
+/* Forward n <= capacity rows of X (n, n_in) through every layer. */
+static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X)
+{
+    const REAL *in = X;
+    for (int l = 0; l < net->n_layers; l++) {
+        const cbp_layer *L = &net->layers[l];
+        REAL *Z = L->Z, *A = L->A;
+        if (n == 1)
+            FN(linear_forward_vec)(net->blas, L->n_out, L->n_in, LAYER_W(net, L),
+                                   LAYER_B(net, L), in, Z);
+        else
+            FN(linear_forward)(net->blas, n, L->n_out, L->n_in, LAYER_W(net, L),
+                               LAYER_B(net, L), in, Z);
+        if (A != Z)
+            FN(activation_forward)(L->activation, (ptrdiff_t)n * L->n_out, Z, A);
+        in = A;
+    }
+}
+
+/* Loss of the chunk's n rows (their share of Σ w l / weight_total) and
+ * Δ_L = ∂loss/∂Z_L into net->delta[0]. */
+static double FN(loss_chunk)(const cbp_net *net, int n, const void *target,
+                             const REAL *w, double weight_total)
+{
+    const cbp_layer *last = &net->layers[net->n_layers - 1];
+    const REAL *out = FN(net_output)(net);
+    REAL *delta = net->delta[0];
+    double loss;
+    if (net->loss == CBP_LOSS_SOFTMAX_CE)
+        loss = FN(softmax_cross_entropy)(n, last->n_out, out, (const int64_t *)target, w,
+                                         weight_total, delta);
+    else if (net->loss == CBP_LOSS_BCE)
+        loss = FN(binary_cross_entropy)(n, last->n_out, out, (const REAL *)target, w,
+                                        weight_total, delta);
+    else
+        loss = FN(mean_squared_error)(n, last->n_out, out, (const REAL *)target, w,
+                                      weight_total, delta);
+    FN(activation_backward)(last->activation, (ptrdiff_t)n * last->n_out, last->Z, delta);
+    return loss;
+}
+
+/* Backward from Δ_L in net->delta[0]: dW, db of every layer.  beta = 0
+ * overwrites the gradients, beta = 1 adds to them (a later chunk). */
+static void FN(backward_chunk)(const cbp_net *net, int n, const REAL *X, REAL beta)
+{
+    REAL *delta = net->delta[0], *prev = net->delta[1];
+    REAL *grads = net->grads;
+    for (int l = net->n_layers - 1; l >= 0; l--) {
+        const cbp_layer *L = &net->layers[l];
+        const REAL *in = l == 0 ? X : (const REAL *)net->layers[l - 1].A;
+        REAL *dW = grads + L->w_offset, *db = grads + L->b_offset;
+        if (n == 1)
+            FN(outer_vec)(net->blas, L->n_out, L->n_in, delta, in, beta, dW);
+        else
+            FN(outer)(net->blas, n, L->n_out, L->n_in, delta, in, beta, dW);
+        FN(bias_grad)(n, L->n_out, delta, beta, db);
+        if (l > 0) {
+            const cbp_layer *P = &net->layers[l - 1];
+            if (n == 1)
+                FN(backprop_delta_vec)(net->blas, P->activation, L->n_out, L->n_in,
+                                       LAYER_W(net, L), delta, P->Z, prev);
+            else
+                FN(backprop_delta)(net->blas, P->activation, n, L->n_out, L->n_in,
+                                   LAYER_W(net, L), delta, P->Z, prev);
+            REAL *t = delta;
+            delta = prev;
+            prev = t;
+        }
+    }
+}
+
+static const void *FN(target_rows)(const cbp_net *net, const void *target, ptrdiff_t row)
+{
+    if (net->loss == CBP_LOSS_SOFTMAX_CE)
+        return (const int64_t *)target + row;
+    return (const REAL *)target + row * net->layers[net->n_layers - 1].n_out;
+}
+
+void FN(net_forward)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X, REAL *outputs,
+                     int transform)
+{
+    int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
+    for (ptrdiff_t start = 0; start < n_rows; start += net->capacity) {
+        int n = (int)(n_rows - start < net->capacity ? n_rows - start : net->capacity);
+        REAL *out = outputs + start * n_out;
+        FN(forward_chunk)(net, n, X + start * n_in);
+        memcpy(out, FN(net_output)(net), sizeof(REAL) * (size_t)n * (size_t)n_out);
+        if (transform == CBP_OUTPUT_SOFTMAX)
+            FN(softmax_rows)(n, n_out, out);
+        else if (transform == CBP_OUTPUT_SIGMOID)
+            FN(activation_forward)(CBP_SIGMOID, (ptrdiff_t)n * n_out, out, out);
+    }
+}
+
+double FN(net_loss)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
+                    const void *target, const REAL *w, int want_grads, REAL *outputs,
+                    double *weight_total_out)
+{
+    int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
+    double weight_total = (double)n_rows;
+    if (w != NULL) {
+        weight_total = 0.0;
+        for (ptrdiff_t i = 0; i < n_rows; i++)
+            weight_total += w[i];
+    }
+    if (weight_total_out != NULL)
+        *weight_total_out = weight_total;
+    int grads_written = 0;
+    double loss = 0.0;
+    for (ptrdiff_t start = 0; start < n_rows; start += net->capacity) {
+        int n = (int)(n_rows - start < net->capacity ? n_rows - start : net->capacity);
+        const REAL *Xc = X + start * n_in;
+        FN(forward_chunk)(net, n, Xc);
+        if (outputs != NULL)
+            memcpy(outputs + start * n_out, FN(net_output)(net),
+                   sizeof(REAL) * (size_t)n * (size_t)n_out);
+        loss += FN(loss_chunk)(net, n, FN(target_rows)(net, target, start),
+                               w == NULL ? NULL : w + start, weight_total);
+        if (want_grads && weight_total > 0) {
+            FN(backward_chunk)(net, n, Xc, grads_written ? 1 : 0);
+            grads_written = 1;
+        }
+    }
+    if (want_grads && !grads_written) /* no rows, or Σ w = 0: the gradient is zero */
+        memset(net->grads, 0, sizeof(REAL) * (size_t)net->n_params);
+    return loss;
+}
+
+static int FN(all_finite)(ptrdiff_t n, const REAL *x)
+{
+    int bad = 0; /* an OR-reduction without branches, so it vectorizes */
+    for (ptrdiff_t i = 0; i < n; i++)
+        bad |= !(M(fabs)(x[i]) <= REAL_MAX); /* false for ±inf and NaN */
+    return !bad;
+}
+
+int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
+                       const void *target, const REAL *w, double *loss)
+{
+    double weight_total;
+    *loss = FN(net_loss)(net, n, X, target, w, 1, NULL, &weight_total);
+    if (!isfinite(*loss))
+        return CBP_NONFINITE_LOSS;
+    if (!FN(all_finite)(net->n_params, net->grads))
+        return CBP_NONFINITE_GRADIENT;
+    if (weight_total > 0)
+        FN(optim_update)(opt, net->n_params, net->params, net->grads);
+    return CBP_OK;
+}
+
+/* Copy rows order[first .. first + n) of X, the targets and the weights
+ * into the plan's batch buffers. */
+static void FN(gather_batch)(const cbp_net *net, const REAL *X, const void *target,
+                             const REAL *w, const int64_t *order, ptrdiff_t first, int n)
+{
+    int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
+    REAL *bx = net->batch_x, *bw = net->batch_weight;
+    for (int i = 0; i < n; i++) {
+        ptrdiff_t r = order[first + i];
+        memcpy(bx + (ptrdiff_t)i * n_in, X + r * n_in, sizeof(REAL) * (size_t)n_in);
+        if (net->loss == CBP_LOSS_SOFTMAX_CE)
+            ((int64_t *)net->batch_target)[i] = ((const int64_t *)target)[r];
+        else
+            memcpy((REAL *)net->batch_target + (ptrdiff_t)i * n_out,
+                   (const REAL *)target + r * n_out, sizeof(REAL) * (size_t)n_out);
+        if (w != NULL)
+            bw[i] = w[r];
+    }
+}
+
+ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_rows,
+                                const REAL *X, const void *target, const REAL *w,
+                                const int64_t *order, ptrdiff_t first_row, int batch_size,
+                                ptrdiff_t n_batches, double *losses, int *status)
+{
+    int n_in = net->layers[0].n_in;
+    *status = CBP_OK;
+    for (ptrdiff_t k = 0; k < n_batches; k++) {
+        ptrdiff_t start = first_row + k * batch_size;
+        int n = (int)(n_rows - start < batch_size ? n_rows - start : batch_size);
+        const REAL *Xb = X + start * n_in, *wb = w == NULL ? NULL : w + start;
+        const void *tb = FN(target_rows)(net, target, start);
+        if (order != NULL) {
+            FN(gather_batch)(net, X, target, w, order, start, n);
+            Xb = net->batch_x;
+            tb = net->batch_target;
+            wb = w == NULL ? NULL : (const REAL *)net->batch_weight;
+        }
+        *status = FN(net_train_step)(net, opt, n, Xb, tb, wb, &losses[k]);
+        if (*status != CBP_OK)
+            return k;
+    }
+    return n_batches;
+}
+
+#undef LAYER_W
+#undef LAYER_B
