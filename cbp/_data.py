@@ -1,0 +1,119 @@
+"""Conversion and validation of user data for the Network: inputs, targets
+and sample weights come in as anything array-like and leave as
+C-contiguous arrays of the network's dtype (int64 labels), or as a clear
+ValueError / TypeError saying what was expected and what was given."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import shape_str
+
+CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
+LOSSES = CLASSIFICATION_LOSSES + ("mse",)
+
+
+def _numeric_array(what: str, data) -> np.ndarray:
+    if data is None:
+        raise TypeError(f"{what} must be array-like, got None")
+    if isinstance(data, (str, bytes)):
+        raise TypeError(f"{what} must be array-like of numbers, got {type(data).__name__}")
+    try:
+        a = np.asarray(data)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{what} could not be converted to an array: {exc}") from None
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{what} must hold real numbers (float or int), got dtype {a.dtype}")
+    return a
+
+
+def _first_nonfinite_row(a: np.ndarray):
+    rows = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1, 1)
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    return int(bad[0]) if bad.size else None
+
+
+def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
+    """X as a C-contiguous (n, n_in) array of dtype, finite."""
+    a = _numeric_array(what, X)
+    if a.ndim != 2:
+        hint = " (use X.reshape(1, -1) for a single sample)" if a.ndim == 1 else ""
+        raise ValueError(f"{what} must be 2-D (n_samples, {n_in}), got shape "
+                         f"{shape_str(a.shape)}{hint}")
+    if a.shape[1] != n_in:
+        raise ValueError(f"{what} must have {n_in} columns (the network's input size), "
+                         f"got shape {shape_str(a.shape)}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not np.isfinite(a).all():
+        row = _first_nonfinite_row(a)
+        raise ValueError(f"{what} must be finite; row {row} holds NaN or infinity")
+    return a
+
+
+def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str = "y"):
+    """Targets for `loss`: int64 labels (n,) for softmax cross-entropy,
+    else a C-contiguous (n, n_out) array of dtype."""
+    a = _numeric_array(what, y)
+    if loss == "softmax_cross_entropy":
+        if a.ndim != 1:
+            raise ValueError(f"{what} must be 1-D integer class labels of shape ({n},), "
+                             f"got shape {shape_str(a.shape)}")
+        if a.shape[0] != n:
+            raise ValueError(f"X and {what} must have the same number of rows: "
+                             f"X has {n}, {what} has {a.shape[0]}")
+        if a.dtype.kind == "f":
+            if not np.isfinite(a).all() or not (a == np.round(a)).all():
+                bad = int(np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))[0])
+                raise ValueError(f"{what} must hold integer class labels; "
+                                 f"row {bad} holds {a[bad]!r}")
+        if a.size and (a.min() < 0 or a.max() >= n_out):
+            bad = int(np.flatnonzero((a < 0) | (a >= n_out))[0])
+            raise ValueError(f"{what} labels must lie in [0, {n_out}) for a network with "
+                             f"{n_out} outputs; row {bad} holds {a[bad]!r}")
+        return np.ascontiguousarray(a, dtype=np.int64)
+    if a.ndim == 1 and n_out == 1:
+        a = a.reshape(-1, 1)
+    if a.ndim != 2 or a.shape[1] != n_out:
+        alt = f" or ({n},)" if n_out == 1 else ""
+        raise ValueError(f"{what} must have shape ({n}, {n_out}){alt} for the {loss} loss, "
+                         f"got {shape_str(a.shape)}")
+    if a.shape[0] != n:
+        raise ValueError(f"X and {what} must have the same number of rows: "
+                         f"X has {n}, {what} has {a.shape[0]}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} must be finite; row {_first_nonfinite_row(a)} "
+                         f"holds NaN or infinity")
+    if loss == "binary_cross_entropy" and a.size and (a.min() < 0 or a.max() > 1):
+        raise ValueError(f"{what} must lie in [0, 1] for binary_cross_entropy, got values "
+                         f"in [{a.min()}, {a.max()}]")
+    return a
+
+
+def check_sample_weight(w, n: int, dtype: np.dtype):
+    if w is None:
+        return None
+    a = _numeric_array("sample_weight", w)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},) (one weight per row), "
+                         f"got {shape_str(a.shape)}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not np.isfinite(a).all():
+        raise ValueError("sample_weight must be finite; row "
+                         f"{_first_nonfinite_row(a)} holds NaN or infinity")
+    if a.size and a.min() < 0:
+        raise ValueError(f"sample_weight must be non-negative; row "
+                         f"{int(np.flatnonzero(a < 0)[0])} holds {a[a < 0][0]!r}")
+    return a
+
+
+def check_nonempty(n: int, what: str = "X") -> None:
+    if n == 0:
+        raise ValueError(f"{what} has no rows; the loss of an empty batch is undefined")
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)

@@ -1,0 +1,197 @@
+"""Saving and loading networks.
+
+A model file is an uncompressed ``.npz`` (a zip archive) holding exactly
+two members:
+
+- ``meta.npy``: a 1-D uint8 array, the UTF-8 bytes of a JSON document
+  ``{"format": "cbp.model", "version": 1, "architecture": {...},
+  "n_params": N, "dtype": "float32", "sha256": "..."}``;
+- ``params.npy``: the flat parameter buffer ``[W1, b1, W2, b2, …]``.
+
+Loading never unpickles (``allow_pickle=False`` and plain numeric arrays
+only), checks every member's declared size before reading it, checks the
+architecture against a schema, the parameters' count, dtype and SHA-256,
+and raises :class:`~cbp.ModelFormatError` for anything else.  Saving writes
+a temporary file in the target's directory, fsyncs it and renames it over
+the target, so a failure at any point leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .errors import ModelFormatError
+
+__all__ = ["save", "load", "FORMAT", "VERSION"]
+
+FORMAT = "cbp.model"
+VERSION = 1
+_MEMBERS = {"meta.npy", "params.npy"}
+_MAX_META_BYTES = 1 << 20
+_NPY_HEADER_BYTES = 1 << 12
+
+
+def _digest(params: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = _io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def save(net, path) -> None:
+    """Write `net` to `path` atomically (see the module docstring).
+
+    The file is written to exactly `path` (no extension is added)."""
+    from .network import Network
+
+    if not isinstance(net, Network):
+        raise TypeError(f"save needs a cbp.Network, got {type(net).__name__}")
+    path = os.fspath(path)
+    with net._lock:
+        params = net._params.copy()
+        config = net.get_config()
+    meta = {"format": FORMAT, "version": VERSION, "architecture": config,
+            "n_params": int(params.size), "dtype": params.dtype.name,
+            "sha256": _digest(params)}
+    meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".cbp-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr("meta.npy", _npy_bytes(meta_bytes))
+                zf.writestr("params.npy", _npy_bytes(params))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _read_npy(zf: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndarray:
+    info = zf.getinfo(name)
+    if info.file_size > max_bytes + _NPY_HEADER_BYTES:
+        raise ModelFormatError(f"member {name} declares {info.file_size} bytes, more than "
+                               f"the {max_bytes} its content may take")
+    with zf.open(info) as f:
+        data = f.read(max_bytes + _NPY_HEADER_BYTES + 1)
+    if len(data) > max_bytes + _NPY_HEADER_BYTES:
+        raise ModelFormatError(f"member {name} is larger than expected")
+    try:
+        return np.lib.format.read_array(_io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:  # includes "Object arrays cannot be loaded…"
+        raise ModelFormatError(f"member {name} is not a plain numeric array: {exc}") from None
+
+
+def _check_architecture(arch) -> dict:
+    from .ops import ACTIVATIONS
+    from ._data import LOSSES
+
+    def fail(why):
+        raise ModelFormatError(f"invalid architecture: {why}")
+
+    if not isinstance(arch, dict):
+        fail("not an object")
+    layers = arch.get("layers")
+    if not isinstance(layers, list) or not layers:
+        fail("no layers")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict) or layer.get("type") != "Dense":
+            fail(f"layer {i} is not a Dense layer")
+        for key in ("in_features", "out_features"):
+            v = layer.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 2**31 - 1:
+                fail(f"layer {i} {key} = {v!r}")
+        if layer.get("activation") not in ACTIVATIONS:
+            fail(f"layer {i} activation = {layer.get('activation')!r}")
+        if i and layer["in_features"] != layers[i - 1]["out_features"]:
+            fail(f"layer {i} does not follow layer {i - 1}")
+    if arch.get("loss") not in LOSSES:
+        fail(f"loss = {arch.get('loss')!r}")
+    if arch.get("dtype") not in ("float32", "float64"):
+        fail(f"dtype = {arch.get('dtype')!r}")
+    seed = arch.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        fail(f"seed = {seed!r}")
+    return arch
+
+
+def load(path):
+    """Read a network written by :func:`save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When `path` does not exist.
+    ModelFormatError
+        When the file is truncated, altered, of another version, or not a
+        cbp model.
+    """
+    from .network import Network
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file: {path!r}")
+    try:
+        with zipfile.ZipFile(path, "r") as zf:
+            names = set(zf.namelist())
+            if names != _MEMBERS:
+                raise ModelFormatError(f"{path!r} is not a cbp model: it holds "
+                                       f"{sorted(names)}, expected {sorted(_MEMBERS)}")
+            meta_arr = _read_npy(zf, "meta.npy", _MAX_META_BYTES)
+            if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
+                raise ModelFormatError("model metadata is not a byte string")
+            try:
+                meta = json.loads(meta_arr.tobytes().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ModelFormatError(f"model metadata is not valid JSON: {exc}") from None
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ModelFormatError(f"{path!r} is not a cbp model file")
+            if meta.get("version") != VERSION:
+                raise ModelFormatError(f"model format version {meta.get('version')!r} is not "
+                                       f"supported (this cbp reads version {VERSION})")
+            arch = _check_architecture(meta.get("architecture"))
+            n_params = sum(l["out_features"] * (l["in_features"] + 1) for l in arch["layers"])
+            if meta.get("n_params") != n_params or meta.get("dtype") != arch["dtype"]:
+                raise ModelFormatError("model metadata disagrees with its architecture")
+            itemsize = np.dtype(arch["dtype"]).itemsize
+            params = _read_npy(zf, "params.npy", n_params * itemsize)
+    except ModelFormatError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+            KeyError, NotImplementedError, RuntimeError) as exc:
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise
+        raise ModelFormatError(f"{path!r} is not a readable cbp model: "
+                               f"{type(exc).__name__}: {exc}") from None
+    if params.dtype != np.dtype(arch["dtype"]) or params.shape != (n_params,):
+        raise ModelFormatError(f"parameters have dtype {params.dtype} and shape "
+                               f"{params.shape}, expected {arch['dtype']} ({n_params},)")
+    if _digest(params) != meta.get("sha256"):
+        raise ModelFormatError("parameters do not match their checksum: the file was altered")
+    net = Network.from_config(arch)
+    net._params[...] = params
+    return net

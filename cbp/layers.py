@@ -1,0 +1,127 @@
+"""Layers.  A layer describes its shape and activation; once a
+:class:`~cbp.Network` is built from it, its parameters and gradients are
+NumPy views into the network's flat buffers."""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from .ops import ACTIVATIONS, activation_code
+
+__all__ = ["Dense"]
+
+# He normal for the ReLU family, Glorot uniform for the others.
+HE_ACTIVATIONS = frozenset({"relu", "leaky_relu", "elu", "gelu"})
+
+
+def _positive_int(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer, got "
+                        f"{type(value).__name__} {value!r}") from None
+    if v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v}")
+    if v > 2**31 - 1:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (the BLAS integer limit), got {v}")
+    return v
+
+
+class Dense:
+    """A fully connected layer ``a = σ(W x + b)``.
+
+    Parameters
+    ----------
+    in_features : int
+        Size of each input sample.
+    out_features : int
+        Size of each output sample.
+    activation : str, default "identity"
+        One of ``cbp.ops.ACTIVATIONS``.
+
+    Attributes
+    ----------
+    W : ndarray, shape (out_features, in_features)
+        Writable view of the network's parameters (after the network is built).
+    b : ndarray, shape (out_features,)
+    dW, db : ndarray
+        Gradients of the mean loss after ``Network.backward``.
+    """
+
+    def __init__(self, in_features, out_features, activation="identity"):
+        self.in_features = _positive_int("in_features", in_features)
+        self.out_features = _positive_int("out_features", out_features)
+        activation_code(activation)  # validates the name
+        self.activation = activation
+        self._views = None  # (W, b, dW, db) once bound to a network
+
+    @property
+    def num_parameters(self) -> int:
+        return self.out_features * (self.in_features + 1)
+
+    def _bind(self, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
+        """Point W, b, dW, db at the flat buffers from `offset`; return the
+        offset after this layer."""
+        n_w = self.out_features * self.in_features
+        shape = (self.out_features, self.in_features)
+        end = offset + n_w + self.out_features
+        self._views = (params[offset:offset + n_w].reshape(shape),
+                       params[offset + n_w:end],
+                       grads[offset:offset + n_w].reshape(shape),
+                       grads[offset + n_w:end])
+        return end
+
+    def _view(self, k, name):
+        if self._views is None:
+            raise AttributeError(f"Dense.{name} exists once the layer is part of a Network")
+        return self._views[k]
+
+    @property
+    def W(self) -> np.ndarray:
+        return self._view(0, "W")
+
+    @W.setter
+    def W(self, value):
+        self.W[...] = value
+
+    @property
+    def b(self) -> np.ndarray:
+        return self._view(1, "b")
+
+    @b.setter
+    def b(self, value):
+        self.b[...] = value
+
+    @property
+    def dW(self) -> np.ndarray:
+        return self._view(2, "dW")
+
+    @property
+    def db(self) -> np.ndarray:
+        return self._view(3, "db")
+
+    def _init_parameters(self, rng: np.random.Generator) -> None:
+        """He normal (std √(2/fan_in)) for ReLU-family activations, Glorot
+        uniform (±√(6/(fan_in + fan_out))) otherwise; biases zero."""
+        W, b = self.W, self.b
+        fan_in, fan_out = self.in_features, self.out_features
+        if self.activation in HE_ACTIVATIONS:
+            W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan_in)
+        else:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            W[...] = rng.uniform(-limit, limit, W.shape)
+        b[...] = 0
+
+    def get_config(self) -> dict:
+        return {"type": "Dense", "in_features": self.in_features,
+                "out_features": self.out_features, "activation": self.activation}
+
+    def __repr__(self) -> str:
+        act = "" if self.activation == "identity" else f", activation={self.activation!r}"
+        return f"Dense({self.in_features}, {self.out_features}{act})"
+
+
+assert set(HE_ACTIVATIONS) <= set(ACTIVATIONS)

@@ -1,0 +1,458 @@
+"""The Network: build, train, predict, save.
+
+A network is compiled once into a plan for the C engine (cbp/_engine.pyx,
+src_c/engine_impl.h): every layer's ``W`` and ``b`` live in one flat
+parameter buffer, every ``dW`` and ``db`` in one flat gradient buffer, and
+the workspace is sized for the batch.  A training step is one call into C;
+so is a run of mini-batches of an epoch.
+"""
+from __future__ import annotations
+
+import copy as _copy
+import sys
+import threading
+
+import numpy as np
+
+from . import _engine
+from ._data import (CLASSIFICATION_LOSSES, LOSSES, check_inputs, check_nonempty,
+                    check_sample_weight, check_targets, positive_int)
+from .callbacks import History
+from .errors import DivergenceError
+from .layers import Dense
+from .ops import activation_code
+from .optim import get_optimizer
+
+__all__ = ["Network"]
+
+_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+# Rows of the workspace used for inference and for backward/train_step on
+# large inputs (which then run in chunks).
+_CHUNK_ROWS = 1024
+# Floating-point work of one C call of fit (≈ tens of milliseconds): the
+# progress bar moves and Ctrl-C is honoured between calls.
+_WORK_PER_CALL = 5e8
+
+
+def _as_dtype(dtype) -> np.dtype:
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d not in _DTYPES.values():
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return d
+
+
+def _as_loss(loss) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}")
+    return loss
+
+
+class Network:
+    """A fully connected network trained by backpropagation in C.
+
+    Parameters
+    ----------
+    layers : list of Dense
+        Consecutive layers: each layer's ``in_features`` equals the
+        previous layer's ``out_features``.
+    loss : {"softmax_cross_entropy", "binary_cross_entropy", "mse"}
+        The loss applies softmax or sigmoid itself, so the last layer
+        outputs logits (or the prediction, for ``mse``).
+    dtype : {"float32", "float64"}
+    seed : int, optional
+        Seeds initialisation (He normal for ReLU-family layers, Glorot
+        uniform otherwise; zero biases) and the shuffling of ``fit``.
+
+    Examples
+    --------
+    >>> import cbp
+    >>> net = cbp.Network([cbp.Dense(64, 32, activation="relu"), cbp.Dense(32, 10)],
+    ...                   loss="softmax_cross_entropy", dtype="float32", seed=0)
+    >>> net.num_parameters
+    2410
+    """
+
+    def __init__(self, layers, loss="softmax_cross_entropy", dtype="float32", seed=None):
+        layers = list(layers) if not isinstance(layers, Dense) else [layers]
+        if not layers:
+            raise ValueError("a Network needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"layer {i} must be a cbp.Dense, got {type(layer).__name__}")
+            if layer._views is not None:
+                raise ValueError(f"layer {i} ({layer!r}) already belongs to a Network; "
+                                 "create a new layer (or use net.copy())")
+            if i and layer.in_features != layers[i - 1].out_features:
+                raise ValueError(f"layer {i} ({layer!r}) takes {layer.in_features} inputs "
+                                 f"but layer {i - 1} ({layers[i - 1]!r}) gives "
+                                 f"{layers[i - 1].out_features}")
+        self.layers = layers
+        self.loss = _as_loss(loss)
+        self.dtype = _as_dtype(dtype)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.seed = None if seed is None else int(seed)
+        self._rng = np.random.default_rng(self.seed)
+        self._lock = threading.RLock()
+        self.history = None
+
+        n_params = sum(layer.num_parameters for layer in layers)
+        self._params = np.zeros(n_params, dtype=self.dtype)
+        self._grads = np.zeros(n_params, dtype=self.dtype)
+        offset = 0
+        for layer in layers:
+            offset = layer._bind(self._params, self._grads, offset)
+            layer._init_parameters(self._rng)
+        sizes = [layers[0].in_features] + [layer.out_features for layer in layers]
+        codes = [activation_code(layer.activation) for layer in layers]
+        self._engine = _engine.Engine(sizes, codes, self.loss, self._params, self._grads)
+        self._engine.reserve(64)
+
+    @classmethod
+    def mlp(cls, sizes, activation="relu", loss="softmax_cross_entropy", dtype="float32",
+            seed=None):
+        """A multilayer perceptron: ``sizes = [in, hidden…, out]``, every
+        hidden layer with `activation`, the last layer ``identity``.
+
+        >>> net = Network.mlp([64, 32, 10], activation="relu", seed=0)
+        >>> net.layers
+        [Dense(64, 32, activation='relu'), Dense(32, 10)]
+        """
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least the input and output sizes, got {sizes}")
+        activation_code(activation)
+        layers = [Dense(sizes[i], sizes[i + 1],
+                        activation=activation if i < len(sizes) - 2 else "identity")
+                  for i in range(len(sizes) - 1)]
+        return cls(layers, loss=loss, dtype=dtype, seed=seed)
+
+    # ------------------------------------------------------------ shape
+    @property
+    def in_features(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.layers[-1].out_features
+
+    @property
+    def num_parameters(self) -> int:
+        return self._params.size
+
+    def parameters(self) -> list:
+        """``[W1, b1, W2, b2, …]``: writable views of the parameters."""
+        return [p for layer in self.layers for p in (layer.W, layer.b)]
+
+    def gradients(self) -> list:
+        """``[dW1, db1, …]``, aligned with :meth:`parameters`."""
+        return [g for layer in self.layers for g in (layer.dW, layer.db)]
+
+    # ------------------------------------------------------------ data
+    def _inputs(self, X, what="X"):
+        return check_inputs(X, self.in_features, self.dtype, what)
+
+    def _targets(self, y, n, what="y"):
+        return check_targets(y, self.loss, n, self.out_features, self.dtype, what)
+
+    def _reserve(self, rows):
+        self._engine.reserve(max(1, min(rows, _CHUNK_ROWS)))
+
+    # ------------------------------------------------------------ compute
+    def forward(self, X) -> np.ndarray:
+        """The last layer's output, shape ``(n, out_features)``."""
+        return self._forward(self._inputs(X), _engine.OUTPUT_RAW)
+
+    def _forward(self, X, transform):
+        out = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
+        with self._lock:
+            self._engine.forward(X, out, transform)
+        return out
+
+    def backward(self, X, y, sample_weight=None) -> float:
+        """Loss of the batch (``Σ wᵢ lᵢ / Σ wᵢ``, the mean without weights)
+        and its gradient into every layer's ``dW``, ``db``."""
+        X = self._inputs(X)
+        check_nonempty(X.shape[0])
+        y = self._targets(y, X.shape[0])
+        w = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        with self._lock:
+            self._reserve(X.shape[0])
+            loss, _ = self._engine.loss(X, y, w, True)
+        return float(loss)
+
+    def train_step(self, X, y, optimizer, sample_weight=None) -> float:
+        """One optimizer step on the batch; returns its loss before the
+        update.  Raises :class:`DivergenceError` (parameters unchanged) when
+        the loss or a gradient is not finite."""
+        X = self._inputs(X)
+        check_nonempty(X.shape[0])
+        y = self._targets(y, X.shape[0])
+        w = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        optimizer = get_optimizer(optimizer)
+        with self._lock:
+            state = optimizer._state_for(self)
+            self._reserve(X.shape[0])
+            loss, status = self._engine.train_step(state, X, y, w)
+        if status != _engine.OK:
+            raise DivergenceError(self._divergence_message(status, loss))
+        return float(loss)
+
+    @staticmethod
+    def _divergence_message(status, loss, where=""):
+        what = ("the loss is not finite" if status == _engine.NONFINITE_LOSS
+                else "a gradient is not finite")
+        return (f"training diverged{where}: {what} (loss {loss}); the parameters of the "
+                "last finite step are kept. Lower the learning rate or scale the inputs.")
+
+    # ------------------------------------------------------------ fit
+    def fit(self, X, y, *, epochs=10, batch_size=32, optimizer=None, shuffle=True,
+            validation_data=None, progress=None, callbacks=None, sample_weight=None):
+        """Train with mini-batch gradient descent.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, in_features)
+        y : array-like
+            Class labels ``(n,)`` for softmax cross-entropy; ``(n, out)``
+            (or ``(n,)`` when ``out == 1``) for the other losses.
+        epochs : int, default 10
+        batch_size : int, default 32
+            The last batch of an epoch may be smaller.
+        optimizer : Optimizer or str, optional
+            ``None`` means ``Adam(lr=1e-3)``; a name its defaults.
+        shuffle : bool, default True
+            Reshuffle the rows every epoch (seeded by the network's seed).
+        validation_data : tuple (X_val, y_val), optional
+            Adds ``val_loss`` (and ``val_accuracy``) to the logs.
+        progress : bool, optional
+            Show a progress bar; ``None`` shows one when stderr is a terminal.
+        callbacks : list of callables ``callback(epoch, logs)``, optional
+            A callback returning ``True`` stops training.
+        sample_weight : array-like, shape (n,), optional
+            Non-negative weights; each batch's loss is ``Σ wᵢ lᵢ / Σ wᵢ``.
+
+        Returns
+        -------
+        History
+        """
+        epochs = positive_int("epochs", epochs)
+        batch_size = positive_int("batch_size", batch_size)
+        X = self._inputs(X)
+        n = X.shape[0]
+        check_nonempty(n)
+        y = self._targets(y, n)
+        w = check_sample_weight(sample_weight, n, self.dtype)
+        val = self._validation(validation_data)
+        optimizer = get_optimizer(optimizer)
+        callbacks = self._callbacks(callbacks)
+        batch_size = min(batch_size, n)
+        n_batches = -(-n // batch_size)
+        per_call = max(1, min(n_batches, int(_WORK_PER_CALL // (6 * batch_size * self.num_parameters))))
+        bar = self._progress_bar(progress, epochs * n_batches)
+
+        history = History()
+        self.history = history
+        logs = {}
+        try:
+            for cb in callbacks:
+                if hasattr(cb, "set_network"):
+                    cb.set_network(self)
+            with self._lock:
+                self._engine.reserve(batch_size)
+            for epoch in range(epochs):
+                order = self._rng.permutation(n) if shuffle else None
+                losses = np.empty(n_batches)
+                for first in range(0, n_batches, per_call):
+                    count = min(per_call, n_batches - first)
+                    with self._lock:
+                        state = optimizer._state_for(self)
+                        done, status = self._engine.train_batches(
+                            state, X, y, w, order, first * batch_size, batch_size, count,
+                            losses[first:first + count])
+                    if status != _engine.OK:
+                        k = first + done
+                        raise DivergenceError(self._divergence_message(
+                            status, losses[k], f" at epoch {epoch}, batch {k}"))
+                    if bar is not None:
+                        bar.update(count)
+                        bar.set_postfix(epoch=epoch, loss=f"{losses[first + count - 1]:.4g}")
+                rows = np.full(n_batches, batch_size, dtype=np.float64)
+                rows[-1] = n - batch_size * (n_batches - 1)
+                logs = {"loss": float(losses @ rows / n)}
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
+                history._append(epoch, dict(logs))
+                stop = False
+                for cb in callbacks:
+                    stop = (cb(epoch, logs) is True) or stop
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        for cb in callbacks:
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end(logs)
+        return history
+
+    def _validation(self, validation_data):
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        Xv = self._inputs(validation_data[0], "validation X")
+        check_nonempty(Xv.shape[0], "validation X")
+        return Xv, self._targets(validation_data[1], Xv.shape[0], "validation y")
+
+    @staticmethod
+    def _callbacks(callbacks):
+        if callbacks is None:
+            return []
+        if callable(callbacks):
+            callbacks = [callbacks]
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"a callback must be callable(epoch, logs), got "
+                                f"{type(cb).__name__}")
+        return callbacks
+
+    @staticmethod
+    def _progress_bar(progress, total):
+        if progress is None:
+            progress = sys.stderr is not None and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        if not progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="batch", leave=True, dynamic_ncols=True)
+
+    # ------------------------------------------------------------ inference
+    def predict(self, X) -> np.ndarray:
+        """Class labels (``int64``) for classification losses: the argmax
+        for softmax cross-entropy, ``sigmoid > 0.5`` per output for binary
+        cross-entropy (shape ``(n,)`` when there is one output); the
+        outputs for ``mse`` (shape ``(n,)`` when there is one output)."""
+        X = self._inputs(X)
+        if self.loss == "softmax_cross_entropy":
+            return self._forward(X, _engine.OUTPUT_RAW).argmax(axis=1).astype(np.int64)
+        out = self._forward(X, _engine.OUTPUT_RAW)
+        if self.loss == "binary_cross_entropy":
+            out = (out > 0).astype(np.int64)  # sigmoid(z) > 0.5  ⇔  z > 0
+        return out[:, 0] if self.out_features == 1 else out
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Probabilities: softmax rows (summing to 1) for softmax
+        cross-entropy, element-wise sigmoid ``(n, out)`` for binary
+        cross-entropy."""
+        if self.loss not in CLASSIFICATION_LOSSES:
+            raise ValueError(f"predict_proba needs a classification loss, this network's "
+                             f"loss is {self.loss!r}")
+        transform = (_engine.OUTPUT_SOFTMAX if self.loss == "softmax_cross_entropy"
+                     else _engine.OUTPUT_SIGMOID)
+        return self._forward(self._inputs(X), transform)
+
+    def evaluate(self, X, y, sample_weight=None) -> dict:
+        """``{"loss": …, "accuracy": …}`` (accuracy for classification
+        losses only; for binary cross-entropy over all elements)."""
+        X = self._inputs(X)
+        check_nonempty(X.shape[0])
+        y = self._targets(y, X.shape[0])
+        w = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        return self._evaluate(X, y, w)
+
+    def _evaluate(self, X, y, w=None):
+        outputs = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
+        with self._lock:
+            self._reserve(X.shape[0])
+            loss, _ = self._engine.loss(X, y, w, False, outputs)
+        result = {"loss": float(loss)}
+        if self.loss == "softmax_cross_entropy":
+            correct = outputs.argmax(axis=1) == y
+        elif self.loss == "binary_cross_entropy":
+            correct = (outputs > 0) == (y > 0.5)
+        else:
+            return result
+        if w is not None:
+            rows = correct.reshape(len(y), -1).mean(axis=1)
+            total = float(w.sum())
+            result["accuracy"] = float(rows @ w / total) if total > 0 else 0.0
+        else:
+            result["accuracy"] = float(correct.mean())
+        return result
+
+    # ------------------------------------------------------------ persistence
+    def get_config(self) -> dict:
+        """The architecture as JSON-compatible data."""
+        return {"layers": [layer.get_config() for layer in self.layers],
+                "loss": self.loss, "dtype": self.dtype.name, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Network":
+        layers = [Dense(c["in_features"], c["out_features"], activation=c["activation"])
+                  for c in config["layers"]]
+        return cls(layers, loss=config["loss"], dtype=config["dtype"], seed=config.get("seed"))
+
+    def save(self, path) -> None:
+        """Write the network to `path` (a ``.npz`` file: the architecture
+        as JSON and the parameters); the target is replaced atomically."""
+        from .io import save
+
+        save(self, path)
+
+    @staticmethod
+    def load(path) -> "Network":
+        """Read a network written by :meth:`save` (never unpickles)."""
+        from .io import load
+
+        return load(path)
+
+    def copy(self) -> "Network":
+        """An independent copy: same architecture, parameters and RNG state."""
+        with self._lock:
+            clone = Network.from_config(self.get_config())
+            clone._params[...] = self._params
+            clone._rng = _copy.deepcopy(self._rng)
+        return clone
+
+    # ------------------------------------------------------------ display
+    def summary(self) -> str:
+        """A table of the layers, their shapes and parameter counts."""
+        rows = [("#", "layer", "activation", "W shape", "b shape", "params")]
+        for i, layer in enumerate(self.layers):
+            rows.append((str(i + 1), "Dense", layer.activation,
+                         f"({layer.out_features}, {layer.in_features})",
+                         f"({layer.out_features},)", f"{layer.num_parameters:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        fmt = lambda r: "  ".join(v.rjust(w) if c in (0, 5) else v.ljust(w)
+                                  for c, (v, w) in enumerate(zip(r, widths)))
+        rule = "-" * len(fmt(rows[0]))
+        lines = [f"Network: {self.in_features} inputs -> {self.out_features} outputs, "
+                 f"loss {self.loss}, {self.dtype.name}", rule, fmt(rows[0]), rule]
+        lines += [fmt(r) for r in rows[1:]]
+        lines += [rule, f"Total parameters: {self.num_parameters:,}"]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Network({self.layers!r}, loss={self.loss!r}, dtype={self.dtype.name!r}, "
+                f"seed={self.seed!r})")
+
+    def __reduce__(self):
+        # Pickling (copy.deepcopy, multiprocessing, the scikit-learn
+        # wrappers) rebuilds from the architecture and the parameters.
+        with self._lock:
+            return (_rebuild, (self.get_config(), self._params.copy(),
+                               self._rng.bit_generator.state))
+
+
+def _rebuild(config, params, rng_state):
+    net = Network.from_config(config)
+    net._params[...] = params
+    net._rng.bit_generator.state = rng_state
+    return net

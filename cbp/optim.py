@@ -1,0 +1,166 @@
+"""Optimizers with PyTorch's update rules (``torch.optim``, single-tensor
+implementation), applied in C in one pass over the network's flat
+parameter buffer.
+
+An optimizer keeps one state (momentum buffer, or Adam's moments and step
+count) per network it has updated, so the same optimizer object can drive
+several networks, and keeps its state between calls on the same network.
+Hyperparameters are attributes and may be changed between steps (as a
+learning-rate schedule does).
+"""
+from __future__ import annotations
+
+import math
+import weakref
+
+from . import _engine
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer"]
+
+
+def _check_real(name, value, *, low=0.0, low_inclusive=True, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if (v < low) if low_inclusive else (v <= low):
+        op = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {op} {low}, got {v}")
+    if high is not None and not v < high:
+        raise ValueError(f"{name} must be < {high}, got {v}")
+    return v
+
+
+class Optimizer:
+    """Base class: subclasses name their C kind and their hyperparameters."""
+
+    kind = ""
+    _hyper = ()
+
+    def __init__(self):
+        self._states = weakref.WeakKeyDictionary()
+
+    def _validate(self):
+        self.lr = _check_real("lr", self.lr, low_inclusive=False)
+        self.weight_decay = _check_real("weight_decay", self.weight_decay)
+
+    def _hyperparameters(self) -> dict:
+        raise NotImplementedError
+
+    def _state_for(self, network) -> "_engine.OptimizerState":
+        """This optimizer's state for `network` (created at the first
+        step), with the current hyperparameters loaded."""
+        self._validate()
+        state = self._states.get(network)
+        if state is None or state.n_params != network.num_parameters or state.dtype != network.dtype:
+            state = _engine.OptimizerState(self.kind, network.num_parameters, network.dtype)
+            self._states[network] = state
+        state.set_hyperparameters(**self._hyperparameters())
+        return state
+
+    def reset(self, network=None) -> None:
+        """Forget the state for `network` (or for every network)."""
+        if network is None:
+            self._states.clear()
+        else:
+            self._states.pop(network, None)
+
+    def get_config(self) -> dict:
+        return {"name": self.kind, **{k: getattr(self, k) for k in self._hyper}}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._hyper)
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum and Nesterov
+    momentum, as ``torch.optim.SGD``::
+
+        g ← ∇ + λ p
+        b ← g (first step) or μ b + (1 − τ) g
+        g ← g + μ b (Nesterov) or b
+        p ← p − lr g
+    """
+
+    kind = "sgd"
+    _hyper = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+        super().__init__()
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.weight_decay, self.dampening = weight_decay, dampening
+        self._validate()
+
+    def _validate(self):
+        super()._validate()
+        self.momentum = _check_real("momentum", self.momentum)
+        self.dampening = _check_real("dampening", self.dampening)
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"nesterov must be True or False, got {self.nesterov!r}")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0, "
+                             f"got momentum={self.momentum}, dampening={self.dampening}")
+
+    def _hyperparameters(self):
+        return dict(lr=self.lr, momentum=self.momentum, dampening=self.dampening,
+                    nesterov=self.nesterov, weight_decay=self.weight_decay)
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam`` (weight decay is L2 added to the
+    gradient)::
+
+        g ← ∇ + λ p
+        m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²
+        p ← p − lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
+    """
+
+    kind = "adam"
+    _hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__()
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.weight_decay = weight_decay
+        self._validate()
+
+    def _validate(self):
+        super()._validate()
+        self.beta1 = _check_real("beta1", self.beta1, high=1.0)
+        self.beta2 = _check_real("beta2", self.beta2, high=1.0)
+        self.eps = _check_real("eps", self.eps)
+
+    def _hyperparameters(self):
+        return dict(lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                    weight_decay=self.weight_decay)
+
+
+class AdamW(Adam):
+    """AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay,
+    ``p ← p (1 − lr λ)`` before the Adam step."""
+
+    kind = "adamw"
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def get_optimizer(spec) -> Optimizer:
+    """``None`` → ``Adam()``; a name (``"sgd"``, ``"adam"``, ``"adamw"``) →
+    that optimizer with its defaults; an :class:`Optimizer` → itself."""
+    if spec is None:
+        return Adam()
+    if isinstance(spec, Optimizer):
+        return spec
+    if isinstance(spec, str):
+        try:
+            return _BY_NAME[spec.lower()]()
+        except KeyError:
+            raise ValueError(f"unknown optimizer {spec!r}; known: {', '.join(_BY_NAME)}") from None
+    raise TypeError(f"optimizer must be None, a name ({', '.join(_BY_NAME)}) or a cbp "
+                    f"Optimizer, got {type(spec).__name__}")
