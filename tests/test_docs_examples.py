@@ -1,0 +1,21 @@
+"""Every ```python block of README.md and docs/*.md runs, so no example can
+rot.  Blocks of one file run in order in one namespace, in a temporary
+directory (examples may write files)."""
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FILES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if BLOCK.search(p.read_text())],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_examples_run(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__docs__"}
+    for i, block in enumerate(BLOCK.findall(path.read_text())):
+        code = compile(block, f"{path.name}[block {i}]", "exec")
+        exec(code, namespace)
