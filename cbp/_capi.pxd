@@ -114,6 +114,7 @@ cdef extern from "cbp.h" nogil:
         CBP_OK
         CBP_NONFINITE_LOSS
         CBP_NONFINITE_GRADIENT
+        CBP_NONFINITE_UPDATE
 
     ctypedef struct cbp_optim:
         int kind
@@ -144,8 +145,8 @@ cdef extern from "cbp.h" nogil:
         void *batch_target
         void *batch_weight
 
-    void cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)
-    void cbp_optim_update_f64(cbp_optim *opt, Py_ssize_t n, double *p, const double *g)
+    int cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)
+    int cbp_optim_update_f64(cbp_optim *opt, Py_ssize_t n, double *p, const double *g)
 
     void cbp_net_forward_f32(const cbp_net *net, Py_ssize_t n_rows, const float *X,
                              float *outputs, int transform)

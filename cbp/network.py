@@ -205,8 +205,10 @@ class Network:
 
     @staticmethod
     def _divergence_message(status, loss, where=""):
-        what = ("the loss is not finite" if status == _engine.NONFINITE_LOSS
-                else "a gradient is not finite")
+        what = {_engine.NONFINITE_LOSS: "the loss is not finite",
+                _engine.NONFINITE_GRADIENT: "a gradient is not finite",
+                _engine.NONFINITE_UPDATE: "the update would make a parameter non-finite",
+                }.get(status, f"status {status}")
         return (f"training diverged{where}: {what} (loss {loss}); the parameters of the "
                 "last finite step are kept. Lower the learning rate or scale the inputs.")
 

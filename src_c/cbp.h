@@ -248,6 +248,10 @@ void cbp_softmax_rows_f64(ptrdiff_t n, int n_classes, double *Z);
 
 enum { CBP_SGD = 0, CBP_ADAM = 1, CBP_ADAMW = 2 };
 
+/* Status of an update or a training step. */
+enum { CBP_OK = 0, CBP_NONFINITE_LOSS = 1, CBP_NONFINITE_GRADIENT = 2,
+       CBP_NONFINITE_UPDATE = 3 };
+
 typedef struct cbp_optim {
     int kind;             /* CBP_SGD, CBP_ADAM or CBP_ADAMW */
     double lr;
@@ -261,9 +265,11 @@ typedef struct cbp_optim {
     void *buf2;           /* Adam(W): exp_avg_sq                       (n_params) */
 } cbp_optim;
 
-/* p ← update(p, g) over n elements; opt->step += 1. */
-void cbp_optim_update_f32(cbp_optim *opt, ptrdiff_t n, float *p, const float *g);
-void cbp_optim_update_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
+/* p ← update(p, g) over n elements and opt->step += 1, unless a new
+ * parameter or state value would not be finite: then nothing is written
+ * and the result is CBP_NONFINITE_UPDATE (else CBP_OK). */
+int cbp_optim_update_f32(cbp_optim *opt, ptrdiff_t n, float *p, const float *g);
+int cbp_optim_update_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
 
 /* ------------------------------------------------------------------ */
 /* The engine (engine_impl.h): a network compiled into a plan.         */
@@ -272,8 +278,6 @@ void cbp_optim_update_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *
 
 enum { CBP_LOSS_SOFTMAX_CE = 0, CBP_LOSS_BCE = 1, CBP_LOSS_MSE = 2 };
 enum { CBP_OUTPUT_RAW = 0, CBP_OUTPUT_SOFTMAX = 1, CBP_OUTPUT_SIGMOID = 2 };
-/* Status of a training step. */
-enum { CBP_OK = 0, CBP_NONFINITE_LOSS = 1, CBP_NONFINITE_GRADIENT = 2 };
 
 typedef struct cbp_layer {
     int n_in, n_out;
@@ -321,10 +325,10 @@ double cbp_net_loss_f64(const cbp_net *net, ptrdiff_t n_rows, const double *X,
                         double *outputs, double *weight_total);
 
 /* One training step on a batch: loss and gradients, then one optimizer
- * update — unless the loss or a gradient is not finite (the parameters are
- * left as they were and the status says why), or every weight is zero (no
- * update: such a batch changes nothing).  *loss is the loss before the
- * update.  Returns a CBP_* status. */
+ * update — unless the loss, a gradient or an updated value would not be
+ * finite (the parameters are left as they were and the status says why),
+ * or every weight is zero (no update: such a batch changes nothing).
+ * *loss is the loss before the update.  Returns a CBP_* status. */
 int cbp_net_train_step_f32(const cbp_net *net, cbp_optim *opt, ptrdiff_t n,
                            const float *X, const void *target, const float *w,
                            double *loss);

@@ -167,7 +167,7 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
     if (!FN(all_finite)(net->n_params, net->grads))
         return CBP_NONFINITE_GRADIENT;
     if (weight_total > 0)
-        FN(optim_update)(opt, net->n_params, net->params, net->grads);
+        return FN(optim_update)(opt, net->n_params, net->params, net->grads);
     return CBP_OK;
 }
 

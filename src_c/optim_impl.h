@@ -4,6 +4,11 @@
  * (scalars computed in double, element arithmetic in REAL, as PyTorch
  * does for a tensor of that dtype).
  * Template: see instantiate.h.  Arguments are validated by the caller.
+ *
+ * Each rule is one loop body used twice: `commit = 0` only checks that
+ * every new parameter and state value would be finite (a dry run, which
+ * writes nothing), `commit = 1` writes them.  So a diverging step can be
+ * refused before it touches the parameters.
  */
 
 /* SGD (torch.optim.SGD):
@@ -11,26 +16,38 @@
  *   b ← g  at the first step, else  b ← μ b + (1 − τ) g     (momentum μ, dampening τ)
  *   g ← g + μ b  (Nesterov)  or  g ← b
  *   p ← p − lr g */
-static void FN(sgd_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *grad)
+static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
+                               const REAL *grad, const int commit)
 {
     const REAL lr = (REAL)opt->lr, wd = (REAL)opt->weight_decay;
     const REAL mu = (REAL)opt->momentum, keep = (REAL)(1 - opt->dampening);
     REAL *buf = opt->buf1;
     const int first = opt->step == 0, nesterov = opt->nesterov;
+    int bad = 0;
     if (mu == 0) {
         for (ptrdiff_t i = 0; i < n; i++) {
             REAL g = wd != 0 ? grad[i] + wd * p[i] : grad[i];
-            p[i] = p[i] + (-lr) * g;
+            REAL pi = p[i] + (-lr) * g;
+            if (commit)
+                p[i] = pi;
+            else
+                bad |= !(M(fabs)(pi) <= REAL_MAX);
         }
-        return;
+        return bad;
     }
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL g = wd != 0 ? grad[i] + wd * p[i] : grad[i];
         REAL b = first ? g : mu * buf[i] + keep * g;
-        buf[i] = b;
         g = nesterov ? g + mu * b : b;
-        p[i] = p[i] + (-lr) * g;
+        REAL pi = p[i] + (-lr) * g;
+        if (commit) {
+            buf[i] = b;
+            p[i] = pi;
+        } else {
+            bad |= !(M(fabs)(pi) <= REAL_MAX) | !(M(fabs)(b) <= REAL_MAX);
+        }
     }
+    return bad;
 }
 
 /* Adam (torch.optim.Adam) and AdamW (decoupled weight decay), step t:
@@ -38,18 +55,19 @@ static void FN(sgd_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *gra
  *   m ← m + (1 − β1)(g − m)              (lerp)
  *   v ← β2 v + (1 − β2) g²
  *   p ← p − (lr / (1 − β1ᵗ)) m / (√v / √(1 − β2ᵗ) + ε) */
-static void FN(adam_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *grad)
+static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
+                                const REAL *grad, const int commit)
 {
-    const double t = (double)opt->step; /* already incremented */
     const int decoupled = opt->kind == CBP_ADAMW;
     const REAL wd = (REAL)opt->weight_decay;
     const REAL decay = (REAL)(1 - opt->lr * opt->weight_decay);
     const REAL one_minus_b1 = (REAL)(1 - opt->beta1);
     const REAL b2 = (REAL)opt->beta2, one_minus_b2 = (REAL)(1 - opt->beta2);
-    const REAL step_size = (REAL)(opt->lr / (1 - pow(opt->beta1, t)));
-    const REAL bc2_sqrt = (REAL)sqrt(1 - pow(opt->beta2, t));
+    const REAL step_size = (REAL)(opt->lr / (1 - pow(opt->beta1, (double)t)));
+    const REAL bc2_sqrt = (REAL)sqrt(1 - pow(opt->beta2, (double)t));
     const REAL eps = (REAL)opt->eps;
     REAL *m = opt->buf1, *v = opt->buf2;
+    int bad = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL g = grad[i], pi = p[i];
         if (decoupled)
@@ -58,20 +76,31 @@ static void FN(adam_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *gr
             g = g + wd * pi;
         REAL mi = m[i] + one_minus_b1 * (g - m[i]);
         REAL vi = v[i] * b2 + one_minus_b2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
         REAL denom = M(sqrt)(vi) / bc2_sqrt + eps;
-        p[i] = pi + (-step_size) * (mi / denom);
+        pi = pi + (-step_size) * (mi / denom);
+        if (commit) {
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = pi;
+        } else {
+            bad |= !(M(fabs)(pi) <= REAL_MAX) | !(M(fabs)(mi) <= REAL_MAX) |
+                   !(vi <= REAL_MAX);
+        }
     }
+    return bad;
 }
 
-void FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
+int FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
 {
     if (opt->kind == CBP_SGD) {
-        FN(sgd_update)(opt, n, p, g);
-        opt->step += 1;
+        if (FN(sgd_pass)(opt, n, p, g, 0))
+            return CBP_NONFINITE_UPDATE;
+        FN(sgd_pass)(opt, n, p, g, 1);
     } else {
-        opt->step += 1;
-        FN(adam_update)(opt, n, p, g);
+        if (FN(adam_pass)(opt, opt->step + 1, n, p, g, 0))
+            return CBP_NONFINITE_UPDATE;
+        FN(adam_pass)(opt, opt->step + 1, n, p, g, 1);
     }
+    opt->step += 1;
+    return CBP_OK;
 }
