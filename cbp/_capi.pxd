@@ -177,6 +177,11 @@ cdef extern from "cbp.h" nogil:
                                          int batch_size, Py_ssize_t n_batches,
                                          double *losses, int *status)
 
+    void cbp_net_blas_floor_f32(const cbp_net *net, int n, const float *X, float lr,
+                                int64_t reps)
+    void cbp_net_blas_floor_f64(const cbp_net *net, int n, const double *X, double lr,
+                                int64_t reps)
+
 
 cdef inline void fill_blas_table(cbp_blas *table) noexcept:
     """Point the C routines at SciPy's BLAS: the extension links none."""

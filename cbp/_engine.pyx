@@ -307,6 +307,22 @@ cdef class Engine:
                                                  n_batches, l, &status)
         return done, status
 
+    def blas_floor(self, X, double lr, int64_t reps):
+        """Benchmark only: run the bare BLAS calls of `reps` fused-SGD
+        steps on the rows of X (n <= capacity) and the plan's buffers.
+        Call after a real step so the buffers hold realistic values; it
+        changes the parameters."""
+        self._ready()
+        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
+        if n < 1 or n > self.net.capacity:
+            raise ValueError("Engine.blas_floor: X must be 2-D with 1..capacity rows")
+        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                cbp_net_blas_floor_f32(&self.net, <int>n, <const float *>x, <float>lr, reps)
+            else:
+                cbp_net_blas_floor_f64(&self.net, <int>n, <const double *>x, lr, reps)
+
     cdef int _check_state(self, OptimizerState state) except -1:
         if state is None or state.n_params != self.net.n_params:
             raise ValueError("optimizer state does not match this network")

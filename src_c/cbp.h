@@ -355,4 +355,11 @@ ptrdiff_t cbp_net_train_batches_f64(const cbp_net *net, cbp_optim *opt,
                                     int batch_size, ptrdiff_t n_batches,
                                     double *losses, int *status);
 
+/* Benchmark only: the bare BLAS calls of `reps` fused-SGD steps on the
+ * plan's buffers (see engine_impl.h). */
+void cbp_net_blas_floor_f32(const cbp_net *net, int n, const float *X, float lr,
+                            int64_t reps);
+void cbp_net_blas_floor_f64(const cbp_net *net, int n, const double *X, double lr,
+                            int64_t reps);
+
 #endif /* CBP_H */

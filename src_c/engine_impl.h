@@ -216,5 +216,51 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
     return n_batches;
 }
 
+
+/* Benchmark only: the BLAS floor of one fused-SGD training step, repeated
+ * `reps` times — exactly the BLAS calls of the step (forward products,
+ * delta products, and the update products with alpha = −lr), on the
+ * plan's own buffers, with nothing else: no bias, activation, loss or
+ * checks.  What a perfect implementation could not beat with this BLAS.
+ * Runs on whatever the buffers hold; call it after a real step.  n <=
+ * capacity. */
+void FN(net_blas_floor)(const cbp_net *net, int n, const REAL *X, REAL lr, int64_t reps)
+{
+    for (int64_t r = 0; r < reps; r++) {
+        const REAL *in = X;
+        for (int l = 0; l < net->n_layers; l++) {
+            const cbp_layer *L = &net->layers[l];
+            if (n == 1)
+                FN(gemv_rm)(net->blas, 0, L->n_out, L->n_in, 1, LAYER_W(net, L), in, 0, L->Z);
+            else
+                FN(gemm_rm)(net->blas, 0, 1, n, L->n_out, L->n_in, 1, in, L->n_in,
+                            LAYER_W(net, L), L->n_in, 0, L->Z, L->n_out);
+            in = L->A;
+        }
+        REAL *delta = net->delta[0], *prev = net->delta[1];
+        for (int l = net->n_layers - 1; l >= 0; l--) {
+            const cbp_layer *L = &net->layers[l];
+            const REAL *a = l == 0 ? X : (const REAL *)net->layers[l - 1].A;
+            if (l > 0) {
+                if (n == 1)
+                    FN(gemv_rm)(net->blas, 1, L->n_out, L->n_in, 1, LAYER_W(net, L), delta, 0, prev);
+                else
+                    FN(gemm_rm)(net->blas, 0, 0, n, L->n_in, L->n_out, 1, delta, L->n_out,
+                                LAYER_W(net, L), L->n_in, 0, prev, L->n_in);
+            }
+            if (n == 1)
+                FN(ger_rm)(net->blas, L->n_out, L->n_in, -lr, delta, a, LAYER_W(net, L));
+            else
+                FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, -lr, delta, L->n_out, a,
+                            L->n_in, 1, LAYER_W(net, L), L->n_in);
+            if (l > 0) {
+                REAL *t = delta;
+                delta = prev;
+                prev = t;
+            }
+        }
+    }
+}
+
 #undef LAYER_W
 #undef LAYER_B

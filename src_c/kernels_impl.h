@@ -45,16 +45,35 @@ void FN(outer)(const cbp_blas *blas, int n, int n_out, int n_in, const REAL *Del
     FN(gemm_rm)(blas, 1, 0, n_out, n_in, n, 1, Delta, n_out, X, n_in, beta, dW, n_in);
 }
 
-/* db = beta db + Σ_rows Δ.  The add gate distributes: every sample's δ
- * flows unchanged into b, so db sums them.  Accumulated in double. */
+/* db = beta db + alpha Σ_rows Δ.  The add gate distributes: every sample's
+ * δ flows unchanged into b, so db sums them.  Rows are read in order (Δ is
+ * row-major) into a block of double accumulators, so the sum runs in
+ * double for both precisions.  The bias update b ← b − lr Σ Δ is the
+ * call with beta = 1, alpha = −lr. */
+static void FN(bias_sum)(ptrdiff_t n, int n_out, const REAL *Delta, REAL beta, REAL alpha,
+                         REAL *db)
+{
+    enum { BLOCK = 256 };
+    double acc[BLOCK];
+    for (int j0 = 0; j0 < n_out; j0 += BLOCK) {
+        int width = n_out - j0 < BLOCK ? n_out - j0 : BLOCK;
+        for (int j = 0; j < width; j++)
+            acc[j] = 0.0;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const REAL *row = Delta + i * n_out + j0;
+            for (int j = 0; j < width; j++)
+                acc[j] += row[j];
+        }
+        for (int j = 0; j < width; j++) {
+            REAL sum = (REAL)acc[j]; /* the gradient, rounded as stored */
+            db[j0 + j] = beta == 0 ? alpha * sum : db[j0 + j] + alpha * sum;
+        }
+    }
+}
+
 void FN(bias_grad)(ptrdiff_t n, int n_out, const REAL *Delta, REAL beta, REAL *db)
 {
-    for (int j = 0; j < n_out; j++) {
-        double sum = beta == 0 ? 0.0 : (double)beta * db[j];
-        for (ptrdiff_t i = 0; i < n; i++)
-            sum += Delta[i * n_out + j];
-        db[j] = (REAL)sum;
-    }
+    FN(bias_sum)(n, n_out, Delta, beta, 1, db);
 }
 
 /* dx = Wᵀ δ.  δ (n_out), dx (n_in). */
