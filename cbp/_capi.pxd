@@ -130,6 +130,7 @@ cdef extern from "cbp.h" nogil:
         Py_ssize_t w_offset, b_offset
         void *Z
         void *A
+        void *D
 
     ctypedef struct cbp_net:
         const cbp_blas *blas
@@ -140,7 +141,6 @@ cdef extern from "cbp.h" nogil:
         void *params
         void *grads
         int capacity
-        void *delta[2]
         void *batch_x
         void *batch_target
         void *batch_weight

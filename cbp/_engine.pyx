@@ -127,6 +127,7 @@ cdef class Engine:
             offset += sizes[l + 1]
             self.layers[l].Z = NULL
             self.layers[l].A = NULL
+            self.layers[l].D = NULL
         self.net.blas = &BLAS
         self.net.n_layers = n_layers
         self.net.layers = self.layers
@@ -157,26 +158,24 @@ cdef class Engine:
         if rows > 2**31 - 1:
             raise ValueError("Engine.reserve: too many rows")
         dtype = np.float32 if self.typenum == cnp.NPY_FLOAT32 else np.float64
-        cdef int l, width = 0
+        cdef int l
         cdef list work = []
         for l in range(self.net.n_layers):
             n_out = self.layers[l].n_out
-            width = max(width, n_out)
             Z = np.empty((rows, n_out), dtype=dtype)
             A = Z if self.layers[l].activation == 0 else np.empty((rows, n_out), dtype=dtype)
-            work += [Z, A]
+            D = np.empty((rows, n_out), dtype=dtype)
+            work += [Z, A, D]
             self.layers[l].Z = cnp.PyArray_DATA(<cnp.ndarray>Z)
             self.layers[l].A = cnp.PyArray_DATA(<cnp.ndarray>A)
-        deltas = [np.empty((rows, width), dtype=dtype) for _ in range(2)]
+            self.layers[l].D = cnp.PyArray_DATA(<cnp.ndarray>D)
         batch_x = np.empty((rows, self.n_in), dtype=dtype)
         if self.net.loss == CBP_LOSS_SOFTMAX_CE:
             batch_target = np.empty(rows, dtype=np.int64)
         else:
             batch_target = np.empty((rows, self.n_out), dtype=dtype)
         batch_weight = np.empty(rows, dtype=dtype)
-        work += deltas + [batch_x, batch_target, batch_weight]
-        self.net.delta[0] = cnp.PyArray_DATA(<cnp.ndarray>deltas[0])
-        self.net.delta[1] = cnp.PyArray_DATA(<cnp.ndarray>deltas[1])
+        work += [batch_x, batch_target, batch_weight]
         self.net.batch_x = cnp.PyArray_DATA(<cnp.ndarray>batch_x)
         self.net.batch_target = cnp.PyArray_DATA(<cnp.ndarray>batch_target)
         self.net.batch_weight = cnp.PyArray_DATA(<cnp.ndarray>batch_weight)

@@ -147,6 +147,11 @@ void cbp_bias_grad_f32(ptrdiff_t n, int n_out, const float *Delta, float beta,
                        float *db);
 void cbp_bias_grad_f64(ptrdiff_t n, int n_out, const double *Delta, double beta,
                        double *db);
+/* db = beta db + alpha Σ_rows Δ (the bias update is beta = 1, alpha = −lr). */
+void cbp_bias_sum_f32(ptrdiff_t n, int n_out, const float *Delta, float beta, float alpha,
+                      float *db);
+void cbp_bias_sum_f64(ptrdiff_t n, int n_out, const double *Delta, double beta,
+                      double alpha, double *db);
 
 /* dx = Wᵀ δ (gemv).  δ (n_out), dx (n_in). */
 void cbp_matvec_t_vec_f32(const cbp_blas *blas, int n_out, int n_in, const float *W,
@@ -286,6 +291,7 @@ typedef struct cbp_layer {
     ptrdiff_t b_offset;      /* b (n_out) likewise */
     void *Z;                 /* workspace (capacity, n_out): pre-activations */
     void *A;                 /* workspace (capacity, n_out): σ(Z); == Z for identity */
+    void *D;                 /* workspace (capacity, n_out): Δ = ∂loss/∂Z */
 } cbp_layer;
 
 typedef struct cbp_net {
@@ -297,7 +303,6 @@ typedef struct cbp_net {
     void *params;            /* REAL[n_params]: W1, b1, W2, b2, … */
     void *grads;             /* REAL[n_params], aligned with params */
     int capacity;            /* rows every workspace buffer holds */
-    void *delta[2];          /* (capacity, max n_out): ping-pong deltas */
     void *batch_x;           /* (capacity, n_in of layer 1): a gathered batch */
     void *batch_target;      /* (capacity) int64 labels or (capacity, n_out) REAL */
     void *batch_weight;      /* (capacity) REAL */

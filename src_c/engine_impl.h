@@ -11,6 +11,11 @@
  *   dW_l = Δ_lᵀ A_{l-1},  db_l = Σ_rows Δ_l
  *   Δ_{l-1} = (Δ_l W_l) ⊙ σ_{l-1}'(Z_{l-1})     (no input gradient for l = 0)
  * One sample (n = 1) takes the vector forms: gemv and ger.
+ *
+ * A training step with plain SGD folds the update into the weight
+ * products (W_l ← W_l − lr Δ_lᵀ A_{l-1}, one ger or gemm per layer), after
+ * all deltas are computed with the old weights; other optimizers store
+ * the gradient and make one pass over the flat buffers.
  */
 
 #define LAYER_W(net, L) ((REAL *)(net)->params + (L)->w_offset)
@@ -41,13 +46,13 @@ static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X)
 }
 
 /* Loss of the chunk's n rows (their share of Σ w l / weight_total) and
- * Δ_L = ∂loss/∂Z_L into net->delta[0]. */
+ * Δ_L = ∂loss/∂Z_L into the last layer's D. */
 static double FN(loss_chunk)(const cbp_net *net, int n, const void *target,
                              const REAL *w, double weight_total)
 {
     const cbp_layer *last = &net->layers[net->n_layers - 1];
     const REAL *out = FN(net_output)(net);
-    REAL *delta = net->delta[0];
+    REAL *delta = last->D;
     double loss;
     if (net->loss == CBP_LOSS_SOFTMAX_CE)
         loss = FN(softmax_cross_entropy)(n, last->n_out, out, (const int64_t *)target, w,
@@ -62,34 +67,97 @@ static double FN(loss_chunk)(const cbp_net *net, int n, const void *target,
     return loss;
 }
 
-/* Backward from Δ_L in net->delta[0]: dW, db of every layer.  beta = 0
- * overwrites the gradients, beta = 1 adds to them (a later chunk). */
-static void FN(backward_chunk)(const cbp_net *net, int n, const REAL *X, REAL beta)
+/* The error recurrence, from Δ_L in the last layer's D down to Δ_0:
+ * Δ_{l-1} = (Δ_l W_l) ⊙ σ'_{l-1}(Z_{l-1}).  The first layer needs no
+ * input gradient. */
+static void FN(backward_deltas)(const cbp_net *net, int n)
 {
-    REAL *delta = net->delta[0], *prev = net->delta[1];
+    for (int l = net->n_layers - 1; l > 0; l--) {
+        const cbp_layer *L = &net->layers[l], *P = &net->layers[l - 1];
+        if (n == 1)
+            FN(backprop_delta_vec)(net->blas, P->activation, L->n_out, L->n_in,
+                                   LAYER_W(net, L), L->D, P->Z, P->D);
+        else
+            FN(backprop_delta)(net->blas, P->activation, n, L->n_out, L->n_in,
+                               LAYER_W(net, L), L->D, P->Z, P->D);
+    }
+}
+
+static const REAL *FN(layer_input)(const cbp_net *net, int l, const REAL *X)
+{
+    return l == 0 ? X : (const REAL *)net->layers[l - 1].A;
+}
+
+/* dW_l = beta dW_l + Δ_lᵀ A_{l-1},  db_l = beta db_l + Σ_rows Δ_l, every
+ * layer (beta = 1 adds a later chunk's share). */
+static void FN(layer_gradients)(const cbp_net *net, int n, const REAL *X, REAL beta)
+{
     REAL *grads = net->grads;
-    for (int l = net->n_layers - 1; l >= 0; l--) {
+    for (int l = 0; l < net->n_layers; l++) {
         const cbp_layer *L = &net->layers[l];
-        const REAL *in = l == 0 ? X : (const REAL *)net->layers[l - 1].A;
+        const REAL *in = FN(layer_input)(net, l, X);
         REAL *dW = grads + L->w_offset, *db = grads + L->b_offset;
         if (n == 1)
-            FN(outer_vec)(net->blas, L->n_out, L->n_in, delta, in, beta, dW);
+            FN(outer_vec)(net->blas, L->n_out, L->n_in, L->D, in, beta, dW);
         else
-            FN(outer)(net->blas, n, L->n_out, L->n_in, delta, in, beta, dW);
-        FN(bias_grad)(n, L->n_out, delta, beta, db);
-        if (l > 0) {
-            const cbp_layer *P = &net->layers[l - 1];
-            if (n == 1)
-                FN(backprop_delta_vec)(net->blas, P->activation, L->n_out, L->n_in,
-                                       LAYER_W(net, L), delta, P->Z, prev);
-            else
-                FN(backprop_delta)(net->blas, P->activation, n, L->n_out, L->n_in,
-                                   LAYER_W(net, L), delta, P->Z, prev);
-            REAL *t = delta;
-            delta = prev;
-            prev = t;
-        }
+            FN(outer)(net->blas, n, L->n_out, L->n_in, L->D, in, beta, dW);
+        FN(bias_grad)(n, L->n_out, L->D, beta, db);
     }
+}
+
+/* Plain SGD fused into the products: W_l ← W_l − lr Δ_lᵀ A_{l-1} as one
+ * ger (one sample) or gemm with alpha = −lr, beta = 1, and
+ * b_l ← b_l − lr Σ_rows Δ_l.  The gradient is never stored. */
+static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL lr)
+{
+    for (int l = 0; l < net->n_layers; l++) {
+        const cbp_layer *L = &net->layers[l];
+        const REAL *in = FN(layer_input)(net, l, X);
+        REAL *W = LAYER_W(net, L), *b = LAYER_B(net, L);
+        if (n == 1)
+            FN(ger_rm)(net->blas, L->n_out, L->n_in, -lr, L->D, in, W);
+        else
+            FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, -lr, L->D, L->n_out, in,
+                        L->n_in, 1, W, L->n_in);
+        FN(bias_sum)(n, L->n_out, L->D, 1, -lr, b);
+    }
+}
+
+/* max |x_i|, or +inf if some x_i is not finite. */
+static double FN(max_abs)(ptrdiff_t size, const REAL *x)
+{
+    REAL m = 0;
+    int bad = 0;
+    for (ptrdiff_t i = 0; i < size; i++) {
+        REAL a = M(fabs)(x[i]);
+        bad |= !(a <= REAL_MAX);
+        m = a > m ? a : m;
+    }
+    return bad ? INFINITY : (double)m;
+}
+
+/* Can the fused update run with no risk of a non-finite parameter?  Every
+ * entry of Δ_lᵀ A_{l-1} is at most n · max|Δ_l| · max|A_{l-1}| in
+ * magnitude, and of Σ Δ_l at most n · max|Δ_l|.  A finite p plus an
+ * increment below SAFE_STEP = 2^(emax − mantissa − 3) — an eighth of half
+ * an ulp of the largest finite number — cannot round to infinity,
+ * whatever p is.  So if those bounds, times max(lr, 1) (BLAS may form the
+ * product before scaling it), stay below SAFE_STEP, the update is finite;
+ * otherwise the step takes the checked path.  Costs one read of the
+ * deltas and activations, which are small next to the weights. */
+static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, double lr)
+{
+    const double safe_step = sizeof(REAL) == sizeof(float) ? ldexp(1.0, 127 - 23 - 3)
+                                                           : ldexp(1.0, 1023 - 52 - 3);
+    const double scale = (lr > 1 ? lr : 1) * (double)n;
+    for (int l = 0; l < net->n_layers; l++) {
+        const cbp_layer *L = &net->layers[l];
+        double d = FN(max_abs)((ptrdiff_t)n * L->n_out, L->D);
+        double a = FN(max_abs)((ptrdiff_t)n * L->n_in, FN(layer_input)(net, l, X));
+        if (!(scale * d * (a > 1 ? a : 1) < safe_step)) /* false for inf and NaN too */
+            return 0;
+    }
+    return 1;
 }
 
 static const void *FN(target_rows)(const cbp_net *net, const void *target, ptrdiff_t row)
@@ -140,7 +208,8 @@ double FN(net_loss)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
         loss += FN(loss_chunk)(net, n, FN(target_rows)(net, target, start),
                                w == NULL ? NULL : w + start, weight_total);
         if (want_grads && weight_total > 0) {
-            FN(backward_chunk)(net, n, Xc, grads_written ? 1 : 0);
+            FN(backward_deltas)(net, n);
+            FN(layer_gradients)(net, n, Xc, grads_written ? 1 : 0);
             grads_written = 1;
         }
     }
@@ -157,18 +226,53 @@ static int FN(all_finite)(ptrdiff_t n, const REAL *x)
     return !bad;
 }
 
+/* Plain SGD (no momentum, no weight decay) on a batch that fits the
+ * workspace takes the fused path: the update is folded into the weight
+ * products and the gradient is never stored. */
+static int FN(can_fuse)(const cbp_net *net, const cbp_optim *opt, ptrdiff_t n)
+{
+    return opt->kind == CBP_SGD && opt->momentum == 0 && opt->weight_decay == 0 && n >= 1 &&
+           n <= net->capacity;
+}
+
 int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
                        const void *target, const REAL *w, double *loss)
 {
     double weight_total;
-    *loss = FN(net_loss)(net, n, X, target, w, 1, NULL, &weight_total);
+    if (!FN(can_fuse)(net, opt, n)) {
+        *loss = FN(net_loss)(net, n, X, target, w, 1, NULL, &weight_total);
+        if (!isfinite(*loss))
+            return CBP_NONFINITE_LOSS;
+        if (!FN(all_finite)(net->n_params, net->grads))
+            return CBP_NONFINITE_GRADIENT;
+        if (weight_total > 0)
+            return FN(optim_update)(opt, net->n_params, net->params, net->grads);
+        return CBP_OK;
+    }
+    /* The fused path: the batch is one chunk. */
+    weight_total = (double)n;
+    if (w != NULL) {
+        weight_total = 0.0;
+        for (ptrdiff_t i = 0; i < n; i++)
+            weight_total += w[i];
+    }
+    FN(forward_chunk)(net, (int)n, X);
+    *loss = FN(loss_chunk)(net, (int)n, target, w, weight_total);
     if (!isfinite(*loss))
         return CBP_NONFINITE_LOSS;
+    if (!(weight_total > 0))
+        return CBP_OK; /* every weight zero: the batch changes nothing */
+    FN(backward_deltas)(net, (int)n);
+    if (FN(fused_update_is_safe)(net, (int)n, X, opt->lr)) {
+        FN(fused_sgd_update)(net, (int)n, X, (REAL)opt->lr);
+        opt->step += 1;
+        return CBP_OK;
+    }
+    /* Near overflow: store the gradient, then check it and the update. */
+    FN(layer_gradients)(net, (int)n, X, 0);
     if (!FN(all_finite)(net->n_params, net->grads))
         return CBP_NONFINITE_GRADIENT;
-    if (weight_total > 0)
-        return FN(optim_update)(opt, net->n_params, net->params, net->grads);
-    return CBP_OK;
+    return FN(optim_update)(opt, net->n_params, net->params, net->grads);
 }
 
 /* Copy rows order[first .. first + n) of X, the targets and the weights
@@ -237,27 +341,23 @@ void FN(net_blas_floor)(const cbp_net *net, int n, const REAL *X, REAL lr, int64
                             LAYER_W(net, L), L->n_in, 0, L->Z, L->n_out);
             in = L->A;
         }
-        REAL *delta = net->delta[0], *prev = net->delta[1];
-        for (int l = net->n_layers - 1; l >= 0; l--) {
+        for (int l = net->n_layers - 1; l > 0; l--) {
             const cbp_layer *L = &net->layers[l];
-            const REAL *a = l == 0 ? X : (const REAL *)net->layers[l - 1].A;
-            if (l > 0) {
-                if (n == 1)
-                    FN(gemv_rm)(net->blas, 1, L->n_out, L->n_in, 1, LAYER_W(net, L), delta, 0, prev);
-                else
-                    FN(gemm_rm)(net->blas, 0, 0, n, L->n_in, L->n_out, 1, delta, L->n_out,
-                                LAYER_W(net, L), L->n_in, 0, prev, L->n_in);
-            }
+            REAL *prev = net->layers[l - 1].D;
             if (n == 1)
-                FN(ger_rm)(net->blas, L->n_out, L->n_in, -lr, delta, a, LAYER_W(net, L));
+                FN(gemv_rm)(net->blas, 1, L->n_out, L->n_in, 1, LAYER_W(net, L), L->D, 0, prev);
             else
-                FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, -lr, delta, L->n_out, a,
+                FN(gemm_rm)(net->blas, 0, 0, n, L->n_in, L->n_out, 1, L->D, L->n_out,
+                            LAYER_W(net, L), L->n_in, 0, prev, L->n_in);
+        }
+        for (int l = 0; l < net->n_layers; l++) {
+            const cbp_layer *L = &net->layers[l];
+            const REAL *a = FN(layer_input)(net, l, X);
+            if (n == 1)
+                FN(ger_rm)(net->blas, L->n_out, L->n_in, -lr, L->D, a, LAYER_W(net, L));
+            else
+                FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, -lr, L->D, L->n_out, a,
                             L->n_in, 1, LAYER_W(net, L), L->n_in);
-            if (l > 0) {
-                REAL *t = delta;
-                delta = prev;
-                prev = t;
-            }
         }
     }
 }

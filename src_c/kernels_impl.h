@@ -50,8 +50,8 @@ void FN(outer)(const cbp_blas *blas, int n, int n_out, int n_in, const REAL *Del
  * row-major) into a block of double accumulators, so the sum runs in
  * double for both precisions.  The bias update b ← b − lr Σ Δ is the
  * call with beta = 1, alpha = −lr. */
-static void FN(bias_sum)(ptrdiff_t n, int n_out, const REAL *Delta, REAL beta, REAL alpha,
-                         REAL *db)
+void FN(bias_sum)(ptrdiff_t n, int n_out, const REAL *Delta, REAL beta, REAL alpha,
+                  REAL *db)
 {
     enum { BLOCK = 256 };
     double acc[BLOCK];
