@@ -68,6 +68,8 @@ cdef extern from "cbp.h" nogil:
                           const float *Delta, float *dX)
     void cbp_matvec_t_f64(const cbp_blas *blas, int n, int n_out, int n_in,
                           const double *W, const double *Delta, double *dX)
+    int cbp_all_finite_f32(Py_ssize_t size, const float *x)
+    int cbp_all_finite_f64(Py_ssize_t size, const double *x)
     void cbp_backprop_delta_vec_f32(const cbp_blas *blas, int act, int n_next,
                                     int n_hidden, const float *W_next,
                                     const float *delta_next, const float *z, float *delta)

@@ -60,6 +60,7 @@ cdef class OptimizerState:
     cdef readonly object buf1, buf2
     cdef readonly Py_ssize_t n_params
     cdef readonly object dtype
+    cdef public object key  # the hyperparameters last loaded (see cbp.optim)
 
     def __cinit__(self, str kind, Py_ssize_t n_params, dtype):
         self.opt.kind = OPTIM_CODES[kind]
@@ -70,6 +71,7 @@ cdef class OptimizerState:
         self.opt.buf1 = cnp.PyArray_DATA(<cnp.ndarray>self.buf1)
         self.opt.buf2 = cnp.PyArray_DATA(<cnp.ndarray>self.buf2)
         self.opt.step = 0
+        self.key = None
 
     def set_hyperparameters(self, double lr, double momentum=0.0, double dampening=0.0,
                             bint nesterov=False, double weight_decay=0.0,
@@ -204,6 +206,60 @@ cdef class Engine:
         if w is None:
             return NULL
         return _buffer(w, self.typenum, n, "sample_weight")
+
+    def ready(self, X, target, sample_weight=None):
+        """True when X, target and sample_weight can go to C as they are:
+        exact dtypes, C-contiguous, consistent shapes, at least one row,
+        X and the weights finite, weights non-negative, labels in range.
+        False sends the caller to the full validation in Python, which
+        converts what it can and explains what it cannot.  Checked in C,
+        so the common case costs next to nothing."""
+        cdef cnp.ndarray x, t
+        cdef Py_ssize_t n, i
+        cdef const int64_t *labels
+        if not cnp.PyArray_Check(X) or not cnp.PyArray_Check(target):
+            return False
+        x = <cnp.ndarray>X
+        if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_TYPE(x) != self.typenum
+                or not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISALIGNED(x)
+                or cnp.PyArray_DIM(x, 1) != self.n_in or cnp.PyArray_DIM(x, 0) < 1):
+            return False
+        n = cnp.PyArray_DIM(x, 0)
+        t = <cnp.ndarray>target
+        if not cnp.PyArray_IS_C_CONTIGUOUS(t) or not cnp.PyArray_ISALIGNED(t):
+            return False
+        if self.net.loss == CBP_LOSS_SOFTMAX_CE:
+            if (cnp.PyArray_TYPE(t) != cnp.NPY_INT64 or cnp.PyArray_NDIM(t) != 1
+                    or cnp.PyArray_DIM(t, 0) != n):
+                return False
+            labels = <const int64_t *>cnp.PyArray_DATA(t)
+            for i in range(n):
+                if labels[i] < 0 or labels[i] >= self.n_out:
+                    return False
+        else:
+            if cnp.PyArray_TYPE(t) != self.typenum or cnp.PyArray_DIM(t, 0) != n:
+                return False
+            if not ((cnp.PyArray_NDIM(t) == 2 and cnp.PyArray_DIM(t, 1) == self.n_out)
+                    or (cnp.PyArray_NDIM(t) == 1 and self.n_out == 1)):
+                return False
+            if self.net.loss == CBP_LOSS_BCE:
+                return False  # targets must also lie in [0, 1]: checked in Python
+            if not self._finite(t):
+                return False
+        if sample_weight is not None:
+            return False  # weights (finite, non-negative) are checked in Python
+        return self._finite(x)
+
+    cdef bint _finite(self, cnp.ndarray a):
+        cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+        cdef void *p = cnp.PyArray_DATA(a)
+        cdef int ok
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                ok = cbp_all_finite_f32(size, <const float *>p)
+            else:
+                ok = cbp_all_finite_f64(size, <const double *>p)
+        return ok != 0
 
     def forward(self, X, out, int transform=CBP_OUTPUT_RAW):
         """out (n, n_out) ← the network's output for X (n, n_in)."""

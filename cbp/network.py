@@ -21,7 +21,7 @@ from .callbacks import History
 from .errors import DivergenceError
 from .layers import Dense
 from .ops import activation_code
-from .optim import get_optimizer
+from .optim import Optimizer, get_optimizer
 
 __all__ = ["Network"]
 
@@ -39,7 +39,9 @@ def _as_dtype(dtype) -> np.dtype:
         d = np.dtype(dtype)
     except TypeError:
         d = None
-    if d not in _DTYPES.values():
+    # `d is None` first: np.dtype("float64") == None is True, so a bare
+    # membership test would let an unparseable dtype through as None.
+    if d is None or d not in _DTYPES.values():
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return d
 
@@ -85,6 +87,9 @@ class Network:
             if layer._views is not None:
                 raise ValueError(f"layer {i} ({layer!r}) already belongs to a Network; "
                                  "create a new layer (or use net.copy())")
+            if any(layer is other for other in layers[:i]):
+                raise ValueError(f"layer {i} ({layer!r}) appears twice in the list; "
+                                 "each position needs its own Dense")
             if i and layer.in_features != layers[i - 1].out_features:
                 raise ValueError(f"layer {i} ({layer!r}) takes {layer.in_features} inputs "
                                  f"but layer {i - 1} ({layers[i - 1]!r}) gives "
@@ -190,14 +195,18 @@ class Network:
         """One optimizer step on the batch; returns its loss before the
         update.  Raises :class:`DivergenceError` (parameters unchanged) when
         the loss or a gradient is not finite."""
-        X = self._inputs(X)
-        check_nonempty(X.shape[0])
-        y = self._targets(y, X.shape[0])
-        w = check_sample_weight(sample_weight, X.shape[0], self.dtype)
-        optimizer = get_optimizer(optimizer)
+        w = sample_weight
+        if not self._engine.ready(X, y, w):  # else: exact arrays, checked in C
+            X = self._inputs(X)
+            check_nonempty(X.shape[0])
+            y = self._targets(y, X.shape[0])
+            w = check_sample_weight(w, X.shape[0], self.dtype)
+        if not isinstance(optimizer, Optimizer):
+            optimizer = get_optimizer(optimizer)
         with self._lock:
             state = optimizer._state_for(self)
-            self._reserve(X.shape[0])
+            if X.shape[0] > self._engine.capacity:
+                self._reserve(X.shape[0])
             loss, status = self._engine.train_step(state, X, y, w)
         if status != _engine.OK:
             raise DivergenceError(self._divergence_message(status, loss))

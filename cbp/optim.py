@@ -50,13 +50,19 @@ class Optimizer:
 
     def _state_for(self, network) -> "_engine.OptimizerState":
         """This optimizer's state for `network` (created at the first
-        step), with the current hyperparameters loaded."""
-        self._validate()
+        step), with the current hyperparameters loaded.  Hyperparameters
+        are validated and loaded into C only when they changed, so a step
+        pays one tuple comparison."""
+        key = tuple(getattr(self, k) for k in self._hyper)
         state = self._states.get(network)
-        if state is None or state.n_params != network.num_parameters or state.dtype != network.dtype:
+        if state is not None and state.key == key:
+            return state
+        self._validate()
+        if state is None:
             state = _engine.OptimizerState(self.kind, network.num_parameters, network.dtype)
             self._states[network] = state
         state.set_hyperparameters(**self._hyperparameters())
+        state.key = tuple(getattr(self, k) for k in self._hyper)
         return state
 
     def reset(self, network=None) -> None:

@@ -164,6 +164,10 @@ void cbp_matvec_t_f32(const cbp_blas *blas, int n, int n_out, int n_in, const fl
 void cbp_matvec_t_f64(const cbp_blas *blas, int n, int n_out, int n_in,
                       const double *W, const double *Delta, double *dX);
 
+/* 1 if every x_i is finite (no ±inf, no NaN), else 0. */
+int cbp_all_finite_f32(ptrdiff_t size, const float *x);
+int cbp_all_finite_f64(ptrdiff_t size, const double *x);
+
 /* The fused delta step δ = (W_nextᵀ δ_next) ⊙ σ'(z): BLAS writes
  * W_nextᵀ δ_next into delta, one pass multiplies by σ'(z) in place.
  * W_next (n_next, n_hidden), δ_next (n_next), z and δ (n_hidden). */

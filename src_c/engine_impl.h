@@ -218,14 +218,6 @@ double FN(net_loss)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
     return loss;
 }
 
-static int FN(all_finite)(ptrdiff_t n, const REAL *x)
-{
-    int bad = 0; /* an OR-reduction without branches, so it vectorizes */
-    for (ptrdiff_t i = 0; i < n; i++)
-        bad |= !(M(fabs)(x[i]) <= REAL_MAX); /* false for ±inf and NaN */
-    return !bad;
-}
-
 /* Plain SGD (no momentum, no weight decay) on a batch that fits the
  * workspace takes the fused path: the update is folded into the weight
  * products and the gradient is never stored. */

@@ -109,3 +109,13 @@ void FN(backprop_delta)(const cbp_blas *blas, int act, int n, int n_next, int n_
     FN(matvec_t)(blas, n, n_next, n_hidden, W_next, Delta_next, Delta);
     FN(activation_backward)(act, (ptrdiff_t)n * n_hidden, Z, Delta);
 }
+
+/* 1 if every x_i is finite, else 0.  An OR-reduction without branches,
+ * so it vectorizes. */
+int FN(all_finite)(ptrdiff_t size, const REAL *x)
+{
+    int bad = 0;
+    for (ptrdiff_t i = 0; i < size; i++)
+        bad |= !(M(fabs)(x[i]) <= REAL_MAX); /* false for ±inf and NaN */
+    return !bad;
+}
