@@ -19,6 +19,35 @@ cnp.import_array()
 cdef cbp_blas BLAS
 fill_blas_table(&BLAS)
 
+# OpenBLAS thread control (see cbp/_threads.py): set around each call into
+# C when an engine asks for a thread count, restored afterwards.
+ctypedef int (*get_threads_t)() noexcept nogil
+ctypedef void (*set_threads_t)(int) noexcept nogil
+cdef get_threads_t _get_threads = NULL
+cdef set_threads_t _set_threads = NULL
+
+
+def bind_blas_threads(size_t get_address, size_t set_address):
+    global _get_threads, _set_threads
+    _get_threads = <get_threads_t><void *>get_address
+    _set_threads = <set_threads_t><void *>set_address
+
+
+cdef inline int _threads_enter(int want) noexcept nogil:
+    """Switch BLAS to `want` threads; return the count to restore (0: none)."""
+    if want <= 0 or _get_threads == NULL:
+        return 0
+    cdef int old = _get_threads()
+    if old == want:
+        return 0
+    _set_threads(want)
+    return old
+
+
+cdef inline void _threads_leave(int old) noexcept nogil:
+    if old > 0:
+        _set_threads(old)
+
 LOSS_CODES = {"softmax_cross_entropy": CBP_LOSS_SOFTMAX_CE,
               "binary_cross_entropy": CBP_LOSS_BCE,
               "mse": CBP_LOSS_MSE}
@@ -102,6 +131,7 @@ cdef class Engine:
     cdef readonly int typenum
     cdef readonly int n_in, n_out
     cdef list workspace
+    cdef public int blas_threads  # BLAS threads during calls; 0: leave as set
 
     def __cinit__(self, sizes, activations, str loss, params, grads):
         cdef int n_layers = len(sizes) - 1
@@ -141,6 +171,7 @@ cdef class Engine:
         self.net.capacity = 0
         self.n_in, self.n_out = sizes[0], sizes[n_layers]
         self.workspace = []
+        self.blas_threads = 0
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -271,11 +302,14 @@ cdef class Engine:
         cdef void *o = _buffer(out, self.typenum, n * self.n_out, "out", True)
         if transform < CBP_OUTPUT_RAW or transform > CBP_OUTPUT_SIGMOID:
             raise ValueError("Engine.forward: unknown transform")
+        cdef int restore
         with nogil:
+            restore = _threads_enter(self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 cbp_net_forward_f32(&self.net, n, <const float *>x, <float *>o, transform)
             else:
                 cbp_net_forward_f64(&self.net, n, <const double *>x, <double *>o, transform)
+            _threads_leave(restore)
         return out
 
     def loss(self, X, target, sample_weight=None, bint want_grads=False, outputs=None):
@@ -293,13 +327,16 @@ cdef class Engine:
         if outputs is not None:
             o = _buffer(outputs, self.typenum, n * self.n_out, "outputs", True)
         cdef double loss, weight_total
+        cdef int restore
         with nogil:
+            restore = _threads_enter(self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 loss = cbp_net_loss_f32(&self.net, n, <const float *>x, t, <const float *>w,
                                         want_grads, <float *>o, &weight_total)
             else:
                 loss = cbp_net_loss_f64(&self.net, n, <const double *>x, t, <const double *>w,
                                         want_grads, <double *>o, &weight_total)
+            _threads_leave(restore)
         return loss, weight_total
 
     def train_step(self, OptimizerState state, X, target, sample_weight=None):
@@ -313,14 +350,16 @@ cdef class Engine:
         cdef const void *t = self._target(target, n)
         cdef const void *w = self._weights(sample_weight, n)
         cdef double loss
-        cdef int status
+        cdef int status, restore
         with nogil:
+            restore = _threads_enter(self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 status = cbp_net_train_step_f32(&self.net, &state.opt, n, <const float *>x,
                                                 t, <const float *>w, &loss)
             else:
                 status = cbp_net_train_step_f64(&self.net, &state.opt, n, <const double *>x,
                                                 t, <const double *>w, &loss)
+            _threads_leave(restore)
         return loss, status
 
     def train_batches(self, OptimizerState state, X, target, sample_weight, order,
@@ -350,8 +389,9 @@ cdef class Engine:
                 if o[i] < 0 or o[i] >= n:
                     raise ValueError("Engine.train_batches: order holds a row out of range")
         cdef Py_ssize_t done
-        cdef int status
+        cdef int status, restore
         with nogil:
+            restore = _threads_enter(self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 done = cbp_net_train_batches_f32(&self.net, &state.opt, n, <const float *>x, t,
                                                  <const float *>w, o, first_row, batch_size,
@@ -360,6 +400,7 @@ cdef class Engine:
                 done = cbp_net_train_batches_f64(&self.net, &state.opt, n, <const double *>x, t,
                                                  <const double *>w, o, first_row, batch_size,
                                                  n_batches, l, &status)
+            _threads_leave(restore)
         return done, status
 
     def blas_floor(self, X, double lr, int64_t reps):
@@ -372,11 +413,14 @@ cdef class Engine:
         if n < 1 or n > self.net.capacity:
             raise ValueError("Engine.blas_floor: X must be 2-D with 1..capacity rows")
         cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef int restore
         with nogil:
+            restore = _threads_enter(self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 cbp_net_blas_floor_f32(&self.net, <int>n, <const float *>x, <float>lr, reps)
             else:
                 cbp_net_blas_floor_f64(&self.net, <int>n, <const double *>x, lr, reps)
+            _threads_leave(restore)
 
     cdef int _check_state(self, OptimizerState state) except -1:
         if state is None or state.n_params != self.net.n_params:

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from . import _engine
+from . import _engine, _threads
 from ._data import (CLASSIFICATION_LOSSES, LOSSES, check_inputs, check_nonempty,
                     check_sample_weight, check_targets, positive_int)
 from .callbacks import History
@@ -117,6 +117,8 @@ class Network:
         codes = [activation_code(layer.activation) for layer in layers]
         self._engine = _engine.Engine(sizes, codes, self.loss, self._params, self._grads)
         self._engine.reserve(64)
+        self._threads_key = None
+        _threads.bind()
 
     @classmethod
     def mlp(cls, sizes, activation="relu", loss="softmax_cross_entropy", dtype="float32",
@@ -168,6 +170,14 @@ class Network:
     def _reserve(self, rows):
         self._engine.reserve(max(1, min(rows, _CHUNK_ROWS)))
 
+    def _set_threads(self, rows, flops_per_row_param=6):
+        """BLAS threads for calls on `rows`-row batches (see cbp._threads)."""
+        key = (rows, flops_per_row_param, self._engine.capacity)
+        if key != self._threads_key:
+            work = flops_per_row_param * min(rows, self._engine.capacity) * self.num_parameters
+            self._engine.blas_threads = _threads.threads_for(work)
+            self._threads_key = key
+
     # ------------------------------------------------------------ compute
     def forward(self, X) -> np.ndarray:
         """The last layer's output, shape ``(n, out_features)``."""
@@ -176,6 +186,8 @@ class Network:
     def _forward(self, X, transform):
         out = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
         with self._lock:
+            self._reserve(X.shape[0])
+            self._set_threads(X.shape[0], 2)
             self._engine.forward(X, out, transform)
         return out
 
@@ -188,6 +200,7 @@ class Network:
         w = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         with self._lock:
             self._reserve(X.shape[0])
+            self._set_threads(X.shape[0])
             loss, _ = self._engine.loss(X, y, w, True)
         return float(loss)
 
@@ -207,6 +220,7 @@ class Network:
             state = optimizer._state_for(self)
             if X.shape[0] > self._engine.capacity:
                 self._reserve(X.shape[0])
+            self._set_threads(X.shape[0])
             loss, status = self._engine.train_step(state, X, y, w)
         if status != _engine.OK:
             raise DivergenceError(self._divergence_message(status, loss))
@@ -283,6 +297,7 @@ class Network:
                     count = min(per_call, n_batches - first)
                     with self._lock:
                         state = optimizer._state_for(self)
+                        self._set_threads(batch_size)
                         done, status = self._engine.train_batches(
                             state, X, y, w, order, first * batch_size, batch_size, count,
                             losses[first:first + count])
@@ -382,6 +397,7 @@ class Network:
         outputs = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
         with self._lock:
             self._reserve(X.shape[0])
+            self._set_threads(X.shape[0], 2)
             loss, _ = self._engine.loss(X, y, w, False, outputs)
         result = {"loss": float(loss)}
         if self.loss == "softmax_cross_entropy":

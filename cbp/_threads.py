@@ -1,0 +1,85 @@
+"""BLAS thread count for small problems.
+
+SciPy's OpenBLAS runs every call on all cores by default.  For the small
+products of a small network that costs more than it gives — each call
+pays the threads' wake-up, and on a busy machine two threads can make a
+step several times slower — so the engine runs steps whose work is below a
+threshold on one BLAS thread, and restores the previous count after each
+call.  Larger problems keep whatever the process set (for instance with
+``threadpoolctl.threadpool_limits``).
+
+The thread functions are found in the OpenBLAS that SciPy's
+``cython_blas`` calls (the LP64 ``libscipy_openblas``; NumPy's is the
+ILP64 one with suffixed symbols).  Where it cannot be found (another BLAS,
+another platform), nothing is changed.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+from . import _engine
+
+# Work of one training step, 6 · rows · parameters flops, below which one
+# BLAS thread is used (the M 784-256-128-10 network at batch 128 is 1.8e8).
+SINGLE_THREAD_WORK = 1e9
+
+_bound = None
+
+
+def _candidate_paths():
+    try:
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
+    except ImportError:  # pragma: no cover
+        return []
+    paths = []
+    try:
+        from threadpoolctl import threadpool_info
+
+        paths = [i["filepath"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    except Exception:
+        pass
+    if not paths and sys.platform.startswith("linux"):
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    path = line.rsplit(" ", 1)[-1].strip()
+                    if "openblas" in os.path.basename(path) and path not in paths:
+                        paths.append(path)
+        except OSError:
+            pass
+    return paths
+
+
+def _find():
+    for path in _candidate_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            get = getattr(lib, f"{prefix}openblas_get_num_threads", None)
+            set_ = getattr(lib, f"{prefix}openblas_set_num_threads", None)
+            if get is not None and set_ is not None:
+                return (ctypes.cast(get, ctypes.c_void_p).value,
+                        ctypes.cast(set_, ctypes.c_void_p).value, path)
+    return None
+
+
+def bind() -> bool:
+    """Give the engine SciPy's OpenBLAS thread functions (once).  Returns
+    whether they were found."""
+    global _bound
+    if _bound is None:
+        found = None if os.environ.get("CBP_NO_THREAD_CONTROL") else _find()
+        if found is not None:
+            _engine.bind_blas_threads(found[0], found[1])
+        _bound = found
+    return _bound is not None
+
+
+def threads_for(work: float) -> int:
+    """The BLAS thread count for a step of `work` flops: 1 below the
+    threshold, else 0 (leave the process's setting)."""
+    return 1 if work < SINGLE_THREAD_WORK else 0
