@@ -32,6 +32,14 @@ def _first_nonfinite_row(a: np.ndarray):
     return int(bad[0]) if bad.size else None
 
 
+def _convert(a: np.ndarray, dtype) -> np.ndarray:
+    # Values beyond the range of `dtype` become ±inf here, which the caller's
+    # finiteness check reports as a ValueError naming the row; NumPy's
+    # "overflow encountered in cast" warning would only add noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(a, dtype=dtype)
+
+
 def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
     """X as a C-contiguous (n, n_in) array of dtype, finite."""
     a = _numeric_array(what, X)
@@ -42,7 +50,7 @@ def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
     if a.shape[1] != n_in:
         raise ValueError(f"{what} must have {n_in} columns (the network's input size), "
                          f"got shape {shape_str(a.shape)}")
-    a = np.ascontiguousarray(a, dtype=dtype)
+    a = _convert(a, dtype)
     if not np.isfinite(a).all():
         row = _first_nonfinite_row(a)
         raise ValueError(f"{what} must be finite; row {row} holds NaN or infinity")
@@ -79,7 +87,7 @@ def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str =
     if a.shape[0] != n:
         raise ValueError(f"X and {what} must have the same number of rows: "
                          f"X has {n}, {what} has {a.shape[0]}")
-    a = np.ascontiguousarray(a, dtype=dtype)
+    a = _convert(a, dtype)
     if not np.isfinite(a).all():
         raise ValueError(f"{what} must be finite; row {_first_nonfinite_row(a)} "
                          f"holds NaN or infinity")
@@ -96,7 +104,7 @@ def check_sample_weight(w, n: int, dtype: np.dtype):
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},) (one weight per row), "
                          f"got {shape_str(a.shape)}")
-    a = np.ascontiguousarray(a, dtype=dtype)
+    a = _convert(a, dtype)
     if not np.isfinite(a).all():
         raise ValueError("sample_weight must be finite; row "
                          f"{_first_nonfinite_row(a)} holds NaN or infinity")

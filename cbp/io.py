@@ -21,7 +21,7 @@ import hashlib
 import io as _io
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
@@ -47,6 +47,22 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _create_temp(directory: str):
+    """A new, exclusive temporary file in `directory`: ``(fd, path)``.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0o600) it is created with mode
+    0o666 filtered by the umask, so the model ends up with the permissions
+    ``open(path, "wb")`` would have given it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".cbp-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file in {directory!r}")
+
+
 def save(net, path) -> None:
     """Write `net` to `path` atomically (see the module docstring).
 
@@ -64,7 +80,7 @@ def save(net, path) -> None:
             "sha256": _digest(params)}
     meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cbp-", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temp(directory)
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:

@@ -1,0 +1,692 @@
+"""Network.fit: accuracy on the bundled digits, reproducibility, sample
+weights, History, callbacks, EarlyStopping, progress bars, argument errors,
+divergence and interruption (API.md §2, §5, §8)."""
+import io
+import sys
+
+import numpy as np
+import pytest
+
+import cbp
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = cbp.datasets.load_digits()
+    perm = np.random.default_rng(0).permutation(len(X))
+    cut = int(0.8 * len(X))
+    train, test = perm[:cut], perm[cut:]
+    return X[train], y[train], X[test], y[test]
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """300 training rows: enough to train, quick to fit."""
+    Xtr, ytr, Xte, yte = digits
+    return Xtr[:300], ytr[:300], Xte, yte
+
+
+def params_of(net):
+    return [p.copy() for p in net.parameters()]
+
+
+def assert_params_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+
+
+def assert_params_close(a, b, rtol, atol):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def all_finite(net):
+    return all(np.isfinite(p).all() for p in net.parameters())
+
+
+# ---------------------------------------------------------------- learning
+def test_digits_default_fit_reaches_95_percent(digits):
+    Xtr, ytr, Xte, yte = digits
+    net = cbp.Network.mlp([64, 64, 10], seed=0)
+    history = net.fit(Xtr, ytr)
+    assert len(history.history["loss"]) == 10  # epochs=10 by default
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    result = net.evaluate(Xte, yte)
+    assert result["accuracy"] >= 0.95, result
+    assert np.mean(net.predict(Xte) == yte) == pytest.approx(result["accuracy"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_seed_bit_identical(small, dtype):
+    Xtr, ytr, _, _ = small
+    runs = []
+    for _ in range(2):
+        net = cbp.Network.mlp([64, 32, 10], dtype=dtype, seed=123)
+        h = net.fit(Xtr, ytr, epochs=3, batch_size=16, progress=False)
+        runs.append((params_of(net), h.history["loss"]))
+    assert_params_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    other = cbp.Network.mlp([64, 32, 10], dtype=dtype, seed=124)
+    other.fit(Xtr, ytr, epochs=3, batch_size=16, progress=False)
+    assert not np.array_equal(other.layers[0].W, runs[0][0][0])
+
+
+def test_shuffling_is_seeded(small):
+    Xtr, ytr, _, _ = small
+    # Same initial weights, different fit seeds -> different batches.
+    a = cbp.Network.mlp([64, 32, 10], seed=1)
+    b = cbp.Network.mlp([64, 32, 10], seed=2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        pb[...] = pa
+    a.fit(Xtr, ytr, epochs=1, progress=False)
+    b.fit(Xtr, ytr, epochs=1, progress=False)
+    assert not np.array_equal(a.layers[0].W, b.layers[0].W)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_both_dtypes_train(small, dtype):
+    Xtr, ytr, Xte, yte = small
+    net = cbp.Network.mlp([64, 32, 10], dtype=dtype, seed=0)
+    h = net.fit(Xtr, ytr, epochs=15, batch_size=16, optimizer=cbp.Adam(lr=0.01), progress=False)
+    assert all(p.dtype == np.dtype(dtype) for p in net.parameters())
+    loss = h.history["loss"]
+    assert loss[0] > 1.0 and loss[-1] < 0.1
+    assert all(isinstance(v, float) for v in loss)
+    assert net.evaluate(Xtr, ytr)["accuracy"] > 0.98
+    assert net.evaluate(Xte, yte)["accuracy"] > 0.9
+    # The same training in the other precision tells the same story.
+    other = cbp.Network.mlp([64, 32, 10], dtype="float64" if dtype == "float32" else "float32",
+                            seed=0)
+    h2 = other.fit(Xtr, ytr, epochs=15, batch_size=16, optimizer=cbp.Adam(lr=0.01),
+                   progress=False)
+    np.testing.assert_allclose(h2.history["loss"], loss, rtol=1e-3)
+
+
+def test_shuffle_false_deterministic(small):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 32, 10])  # seed=None: determinism from shuffle=False alone
+    twin = net.copy()
+    h1 = net.fit(Xtr, ytr, epochs=3, shuffle=False, progress=False)
+    h2 = twin.fit(Xtr, ytr, epochs=3, shuffle=False, progress=False)
+    assert_params_equal(params_of(net), params_of(twin))
+    assert h1.history == h2.history
+
+
+def test_fit_equals_manual_train_steps(small):
+    """shuffle=False: fit is train_step over consecutive slices, and the
+    epoch loss is the batch losses weighted by rows."""
+    Xtr, ytr, _, _ = small
+    X, y = Xtr[:50], ytr[:50]
+    net = cbp.Network.mlp([64, 16, 10], dtype="float64", seed=3)
+    twin = net.copy()
+    h = net.fit(X, y, epochs=2, batch_size=16, shuffle=False, optimizer=cbp.SGD(lr=0.1, momentum=0.9),
+                progress=False)
+    opt = cbp.SGD(lr=0.1, momentum=0.9)
+    expected = []
+    for _ in range(2):
+        losses = [twin.train_step(X[i:i + 16], y[i:i + 16], opt) for i in range(0, 50, 16)]
+        expected.append(np.dot(losses, [16, 16, 16, 2]) / 50)
+    assert_params_close(params_of(net), params_of(twin), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h.history["loss"], expected, rtol=1e-12)
+
+
+def test_batch_size_larger_than_data(small):
+    Xtr, ytr, _, _ = small
+    X, y = Xtr[:50], ytr[:50]
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    twin = net.copy()
+    h = net.fit(X, y, epochs=3, batch_size=10_000, shuffle=False, progress=False)
+    twin.fit(X, y, epochs=3, batch_size=50, shuffle=False, progress=False)
+    assert len(h.history["loss"]) == 3
+    assert all(np.isfinite(h.history["loss"]))
+    assert_params_equal(params_of(net), params_of(twin))
+    # With shuffling too.
+    net.fit(X, y, epochs=2, batch_size=51, progress=False)
+    assert all_finite(net)
+
+
+def test_optimizer_argument_forms(small):
+    Xtr, ytr, _, _ = small
+    X, y = Xtr[:64], ytr[:64]
+    base = cbp.Network.mlp([64, 16, 10], seed=0)
+    default, adam = base.copy(), base.copy()
+    default.fit(X, y, epochs=2, progress=False)
+    adam.fit(X, y, epochs=2, optimizer=cbp.Adam(lr=1e-3), progress=False)
+    assert_params_equal(params_of(default), params_of(adam))  # None means Adam(lr=1e-3)
+    by_name = base.copy()
+    by_name.fit(X, y, epochs=2, optimizer="adam", progress=False)
+    assert_params_equal(params_of(default), params_of(by_name))
+    for name, cls in (("sgd", cbp.SGD), ("adamw", cbp.AdamW)):
+        a, b = base.copy(), base.copy()
+        a.fit(X, y, epochs=2, optimizer=name, progress=False)
+        b.fit(X, y, epochs=2, optimizer=cls(), progress=False)
+        assert_params_equal(params_of(a), params_of(b))
+        assert not np.array_equal(a.layers[0].W, base.layers[0].W)
+    with pytest.raises((ValueError, TypeError)):
+        base.copy().fit(X, y, epochs=1, optimizer="rmsprop", progress=False)
+
+
+# ---------------------------------------------------------------- sample weights
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unit_weights_equal_no_weights(small, dtype):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 32, 10], dtype=dtype, seed=5)
+    twin = net.copy()
+    h1 = net.fit(Xtr, ytr, epochs=3, batch_size=32, progress=False)
+    h2 = twin.fit(Xtr, ytr, epochs=3, batch_size=32, progress=False,
+                  sample_weight=np.ones(len(Xtr)))
+    assert_params_close(params_of(net), params_of(twin), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "binary_cross_entropy", "mse"])
+def test_zero_weight_removes_rows(small, loss):
+    Xtr, ytr, _, _ = small
+    X = Xtr[:60]
+    if loss == "softmax_cross_entropy":
+        y = ytr[:60]
+    else:
+        y = np.eye(10)[ytr[:60]]
+    w = np.ones(60)
+    dropped = np.random.default_rng(1).choice(60, size=15, replace=False)
+    w[dropped] = 0
+    keep = w > 0
+    net = cbp.Network.mlp([64, 16, 10], loss=loss, dtype="float64", seed=2)
+    twin = net.copy()
+    h1 = net.fit(X, y, epochs=5, batch_size=64, shuffle=False, sample_weight=w, progress=False)
+    h2 = twin.fit(X[keep], y[keep], epochs=5, batch_size=64, shuffle=False, progress=False)
+    assert_params_close(params_of(net), params_of(twin), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-10)
+    # Non-uniform weights: a zero-weight row still has no influence.
+    w2 = np.linspace(0.5, 2.0, 60)
+    w2[dropped] = 0
+    a, b = net.copy(), net.copy()
+    a.fit(X, y, epochs=3, batch_size=60, shuffle=False, sample_weight=w2, progress=False)
+    b.fit(X[keep], y[keep], epochs=3, batch_size=60, shuffle=False, sample_weight=w2[keep],
+          progress=False)
+    assert_params_close(params_of(a), params_of(b), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("make_opt", [lambda: cbp.SGD(lr=0.1), lambda: cbp.SGD(lr=0.1, momentum=0.9),
+                                      lambda: cbp.SGD(lr=0.1, momentum=0.9, nesterov=True,
+                                                      weight_decay=0.01),
+                                      lambda: cbp.Adam(lr=0.01), lambda: cbp.Adam(lr=0.01, weight_decay=0.1),
+                                      lambda: cbp.AdamW(lr=0.01)],
+                         ids=["sgd", "momentum", "nesterov-wd", "adam", "adam-wd", "adamw"])
+def test_all_zero_weight_batch_changes_nothing(small, make_opt):
+    Xtr, ytr, _, _ = small
+    X, y = Xtr[:20], ytr[:20]
+    net = cbp.Network.mlp([64, 16, 10], dtype="float64", seed=0)
+    opt = make_opt()
+    net.train_step(X, y, opt)  # builds momentum / moments
+    before = params_of(net)
+    loss = net.train_step(X, y, opt, sample_weight=np.zeros(20))
+    assert np.isfinite(loss)
+    assert_params_equal(before, params_of(net))
+    # The optimizer's state did not move either: the next real step is the
+    # one it would have been without the zero batch.
+    net.train_step(X[:10], y[:10], opt)
+    reference, ref_opt = cbp.Network.mlp([64, 16, 10], dtype="float64", seed=0), make_opt()
+    reference.train_step(X, y, ref_opt)
+    reference.train_step(X[:10], y[:10], ref_opt)
+    assert_params_equal(params_of(reference), params_of(net))
+
+
+def test_all_zero_weight_batch_in_fit_changes_nothing(small):
+    Xtr, ytr, _, _ = small
+    X, y = Xtr[:20], ytr[:20]
+    w = np.ones(20)
+    w[:10] = 0  # with shuffle=False and batch_size=10 the first batch is all zero
+    net = cbp.Network.mlp([64, 16, 10], dtype="float64", seed=0)
+    twin = net.copy()
+    net.fit(X, y, epochs=3, batch_size=10, shuffle=False, sample_weight=w, progress=False)
+    twin.fit(X[10:], y[10:], epochs=3, batch_size=10, shuffle=False,
+             sample_weight=np.ones(10), progress=False)
+    assert_params_close(params_of(net), params_of(twin), rtol=1e-13, atol=1e-15)
+
+
+# ---------------------------------------------------------------- history / callbacks
+def test_history_keys(small):
+    Xtr, ytr, Xte, yte = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    h = net.fit(Xtr, ytr, epochs=3, progress=False)
+    assert isinstance(h, cbp.History)
+    assert net.history is h
+    assert set(h.history) == {"loss"}
+    assert len(h.history["loss"]) == 3
+    h = net.fit(Xtr, ytr, epochs=4, validation_data=(Xte, yte), progress=False)
+    assert net.history is h
+    assert set(h.history) == {"loss", "val_loss", "val_accuracy"}
+    assert all(len(v) == 4 for v in h.history.values())
+    ev = net.evaluate(Xte, yte)
+    assert h.history["val_loss"][-1] == pytest.approx(ev["loss"], rel=1e-6)
+    assert h.history["val_accuracy"][-1] == pytest.approx(ev["accuracy"])
+    assert all(0 <= a <= 1 for a in h.history["val_accuracy"])
+    repr(h)
+
+
+def test_history_keys_bce_and_mse(small):
+    Xtr, ytr, Xte, yte = small
+    Y, Yte = np.eye(10)[ytr], np.eye(10)[yte]
+    bce = cbp.Network.mlp([64, 16, 10], loss="binary_cross_entropy", seed=0)
+    h = bce.fit(Xtr, Y, epochs=2, validation_data=(Xte, Yte), progress=False)
+    assert set(h.history) == {"loss", "val_loss", "val_accuracy"}
+    mse = cbp.Network.mlp([64, 16, 10], loss="mse", seed=0)
+    h = mse.fit(Xtr, Y, epochs=2, validation_data=(Xte, Yte), progress=False)
+    assert set(h.history) == {"loss", "val_loss"}
+    assert h.history["val_loss"][-1] == pytest.approx(mse.evaluate(Xte, Yte)["loss"], rel=1e-6)
+
+
+def test_callbacks_receive_epoch_and_logs(small):
+    Xtr, ytr, Xte, yte = small
+    events = []
+
+    class Recorder:
+        def set_network(self, net):
+            events.append(("set_network", net))
+
+        def __call__(self, epoch, logs):
+            events.append(("epoch", epoch, dict(logs)))
+
+    plain = []
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    h = net.fit(Xtr, ytr, epochs=3, validation_data=(Xte, yte), progress=False,
+                callbacks=[Recorder(), lambda epoch, logs: plain.append(epoch)])
+    assert events[0] == ("set_network", net)
+    assert [e[1] for e in events[1:]] == [0, 1, 2]
+    assert all(e[0] == "epoch" for e in events[1:])
+    for e, (_, epoch, logs) in enumerate(events[1:]):
+        assert logs["loss"] == h.history["loss"][e]
+        assert logs["val_loss"] == h.history["val_loss"][e]
+        assert logs["val_accuracy"] == h.history["val_accuracy"][e]
+    assert plain == [0, 1, 2]
+
+
+def test_set_network_called_before_first_epoch_each_fit(small):
+    Xtr, ytr, _, _ = small
+    seen = []
+
+    class CB:
+        def set_network(self, net):
+            seen.append(("set", len(net.history.history.get("loss", [])) if net.history else None))
+
+        def __call__(self, epoch, logs):
+            seen.append(("epoch", epoch))
+
+    cb = CB()
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    net.fit(Xtr, ytr, epochs=2, callbacks=[cb], progress=False)
+    net.fit(Xtr, ytr, epochs=1, callbacks=[cb], progress=False)
+    kinds = [s[0] for s in seen]
+    assert kinds == ["set", "epoch", "epoch", "set", "epoch"]
+    assert [s[1] for s in seen if s[0] == "epoch"] == [0, 1, 0]
+
+
+def test_callback_returning_true_stops(small):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    calls = []
+
+    def stop_at_2(epoch, logs):
+        calls.append(epoch)
+        return epoch == 2
+
+    h = net.fit(Xtr, ytr, epochs=10, callbacks=[stop_at_2], progress=False)
+    assert calls == [0, 1, 2]
+    assert len(h.history["loss"]) == 3
+    h = net.fit(Xtr, ytr, epochs=4, callbacks=[lambda e, l: None, lambda e, l: False],
+                progress=False)
+    assert len(h.history["loss"]) == 4
+
+
+def test_non_callable_callback(small):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    with pytest.raises(TypeError):
+        net.fit(Xtr, ytr, epochs=1, callbacks=[42], progress=False)
+
+
+# ---------------------------------------------------------------- EarlyStopping
+def _drive(es, values, key):
+    """Feed EarlyStopping a scripted sequence; return the epoch it stops at."""
+    es.set_network(cbp.Network.mlp([2, 2], seed=0))
+    for epoch, v in enumerate(values):
+        if es(epoch, {key: v, "other": 0.0}) is True:
+            return epoch
+    return None
+
+
+def test_early_stopping_defaults():
+    es = cbp.EarlyStopping()
+    assert (es.monitor, es.patience, es.min_delta, es.restore_best) == ("val_loss", 5, 0.0, True)
+
+
+def test_early_stopping_patience_counts_as_keras():
+    # Keras: wait += 1 each epoch, reset to 0 on improvement; stop once wait >= patience.
+    seq = [5.0, 4.0, 4.5, 3.9, 4.0, 4.0, 4.0, 1.0]
+    assert _drive(cbp.EarlyStopping("loss", patience=3, restore_best=False), seq, "loss") == 6
+    assert _drive(cbp.EarlyStopping("loss", patience=2, restore_best=False), seq, "loss") == 5
+    assert _drive(cbp.EarlyStopping("loss", patience=1, restore_best=False), seq, "loss") == 2
+    assert _drive(cbp.EarlyStopping("loss", patience=0, restore_best=False), seq, "loss") == 2
+    assert _drive(cbp.EarlyStopping("loss", patience=4, restore_best=False), seq, "loss") is None
+    # Equal is not an improvement.
+    assert _drive(cbp.EarlyStopping("loss", patience=2, restore_best=False),
+                  [1.0, 1.0, 1.0], "loss") == 2
+
+
+def test_early_stopping_min_delta():
+    seq = [1.0, 0.95, 0.93, 0.92]
+    assert _drive(cbp.EarlyStopping("loss", patience=2, min_delta=0.1, restore_best=False),
+                  seq, "loss") == 2
+    assert _drive(cbp.EarlyStopping("loss", patience=2, min_delta=0.0, restore_best=False),
+                  seq, "loss") is None
+    # Improvements larger than min_delta reset the count; they are measured
+    # from the best value, not from the previous epoch.
+    seq = [1.0, 0.85, 0.80, 0.74, 0.73, 0.72, 0.71]
+    assert _drive(cbp.EarlyStopping("loss", patience=2, min_delta=0.1, restore_best=False),
+                  seq, "loss") == 5
+    seq = [0.5, 0.58, 0.65, 0.72, 0.74]
+    assert _drive(cbp.EarlyStopping("val_accuracy", patience=2, min_delta=0.1,
+                                    restore_best=False), seq, "val_accuracy") == 4
+
+
+def test_early_stopping_maximises_accuracy_minimises_loss():
+    seq = [0.5, 0.6, 0.55, 0.59, 0.7]
+    for key in ("val_accuracy", "accuracy"):
+        assert _drive(cbp.EarlyStopping(key, patience=2, restore_best=False), seq, key) == 3
+    rising = [1.0, 2.0, 3.0, 4.0]
+    for key in ("val_loss", "loss"):
+        assert _drive(cbp.EarlyStopping(key, patience=2, restore_best=False), rising, key) == 2
+    assert _drive(cbp.EarlyStopping("val_accuracy", patience=2, restore_best=False),
+                  rising, "val_accuracy") is None
+
+
+def test_early_stopping_missing_monitor(small):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    with pytest.raises(ValueError, match="val_loss"):
+        net.fit(Xtr, ytr, epochs=3, callbacks=[cbp.EarlyStopping()], progress=False)
+    es = cbp.EarlyStopping(monitor="val_acc_typo")
+    es.set_network(net)
+    with pytest.raises(ValueError):
+        es(0, {"loss": 1.0})
+
+
+@pytest.fixture(scope="module")
+def overfit(digits):
+    """A tiny training set and a wide network: val_loss falls, then rises."""
+    Xtr, ytr, Xte, yte = digits
+    return Xtr[:40], ytr[:40], Xte[:300], yte[:300]
+
+
+def _recording_fit(data, epochs, es=None, **kw):
+    X, y, Xv, yv = data
+    net = cbp.Network.mlp([64, 128, 10], seed=0)
+    snapshots = []
+    callbacks = [lambda epoch, logs: snapshots.append(params_of(net))]
+    if es is not None:
+        callbacks.append(es)
+    h = net.fit(X, y, epochs=epochs, batch_size=8, optimizer=cbp.Adam(lr=0.01),
+                validation_data=(Xv, yv), callbacks=callbacks, progress=False, **kw)
+    return net, h, snapshots
+
+
+def test_early_stopping_restores_best_without_stopping(overfit):
+    es = cbp.EarlyStopping(monitor="val_loss", patience=1000)
+    net, h, snaps = _recording_fit(overfit, 25, es)
+    val = h.history["val_loss"]
+    assert len(val) == 25
+    best = int(np.argmin(val))
+    assert best < 24, "test setup: val_loss should rise after its minimum"
+    assert_params_equal(params_of(net), snaps[best])
+
+
+def test_early_stopping_restores_best_when_stopping(overfit):
+    es = cbp.EarlyStopping(monitor="val_loss", patience=3)
+    net, h, snaps = _recording_fit(overfit, 60, es)
+    val = h.history["val_loss"]
+    best = int(np.argmin(val))
+    assert len(val) == best + 3 + 1 < 60  # stopped after 3 epochs without improvement
+    assert_params_equal(params_of(net), snaps[best])
+    assert net.evaluate(*overfit[2:])["loss"] == pytest.approx(val[best], rel=1e-6)
+
+
+def test_early_stopping_accuracy_restores_first_best(overfit):
+    es = cbp.EarlyStopping(monitor="val_accuracy", patience=6)
+    net, h, snaps = _recording_fit(overfit, 40, es)
+    acc = h.history["val_accuracy"]
+    best = int(np.argmax(acc))  # first maximum: ties are not improvements
+    assert len(acc) == best + 6 + 1 or len(acc) == 40
+    assert_params_equal(params_of(net), snaps[best])
+
+
+def test_early_stopping_without_restore_keeps_last(overfit):
+    es = cbp.EarlyStopping(monitor="val_loss", patience=3, restore_best=False)
+    net, h, snaps = _recording_fit(overfit, 60, es)
+    assert int(np.argmin(h.history["val_loss"])) < len(snaps) - 1
+    assert_params_equal(params_of(net), snaps[-1])
+
+
+def test_early_stopping_reused_across_fits(overfit):
+    X, y, Xv, yv = overfit
+    es = cbp.EarlyStopping(monitor="val_loss", patience=2)
+    net = cbp.Network.mlp([64, 128, 10], seed=0)
+    net.fit(X, y, epochs=60, batch_size=8, optimizer=cbp.Adam(lr=0.01),
+            validation_data=(Xv, yv), callbacks=[es], progress=False)
+    # A fresh network with a higher loss: the stale best must not stop it at once.
+    fresh = cbp.Network.mlp([64, 128, 10], seed=1)
+    h = fresh.fit(X, y, epochs=3, batch_size=8, optimizer=cbp.Adam(lr=1e-3),
+                  validation_data=(Xv, yv), callbacks=[es], progress=False)
+    assert len(h.history["loss"]) == 3
+    # ...and restores fresh's own best, not the first network's parameters.
+    assert not np.array_equal(fresh.layers[0].W, net.layers[0].W)
+
+
+# ---------------------------------------------------------------- progress
+def test_progress_true_writes_to_stderr(small, capsys):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    net.fit(Xtr, ytr, epochs=2, progress=True)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() != ""
+
+
+@pytest.mark.parametrize("progress", [None, False])
+def test_no_progress_when_stderr_is_not_a_tty(small, capsys, progress):
+    Xtr, ytr, _, _ = small
+    assert not sys.stderr.isatty()
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    net.fit(Xtr, ytr, epochs=2, progress=progress)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+
+
+def test_progress_none_on_a_tty_shows_a_bar(small, monkeypatch):
+    class FakeTTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    Xtr, ytr, _, _ = small
+    fake = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", fake)
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    net.fit(Xtr, ytr, epochs=2)
+    monkeypatch.undo()
+    assert fake.getvalue().strip() != ""
+
+
+# ---------------------------------------------------------------- argument errors
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"epochs": -1}, {"batch_size": 0},
+                                    {"batch_size": -5}])
+def test_nonpositive_epochs_batch_size(small, kwargs):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    before = params_of(net)
+    with pytest.raises(ValueError):
+        net.fit(Xtr, ytr, progress=False, **kwargs)
+    assert_params_equal(before, params_of(net))
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 2.5}, {"epochs": "3"}, {"batch_size": 1.5},
+                                    {"batch_size": None}, {"epochs": True}])
+def test_non_integer_epochs_batch_size(small, kwargs):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    with pytest.raises((TypeError, ValueError)):
+        net.fit(Xtr, ytr, progress=False, **kwargs)
+
+
+def test_numpy_integer_epochs_accepted(small):
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    h = net.fit(Xtr, ytr, epochs=np.int64(2), batch_size=np.int32(50), progress=False)
+    assert len(h.history["loss"]) == 2
+
+
+def test_bad_validation_data(small):
+    Xtr, ytr, Xte, yte = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    for bad in ((Xte,), (Xte, yte, yte), Xte, (Xte[:, :10], yte)):
+        with pytest.raises((ValueError, TypeError)):
+            net.fit(Xtr, ytr, epochs=1, validation_data=bad, progress=False)
+
+
+# ---------------------------------------------------------------- divergence
+def _regression(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    y = rng.normal(size=(n, 2)) * 5
+    return X, y
+
+
+def test_errors_hierarchy():
+    assert issubclass(cbp.DivergenceError, FloatingPointError)
+    assert issubclass(cbp.DivergenceError, cbp.CBPError)
+    assert issubclass(cbp.ModelFormatError, ValueError)
+    assert issubclass(cbp.CBPError, Exception)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("lr", [1e30, 1e38, 1e300])
+def test_huge_learning_rate_diverges_cleanly(dtype, lr):
+    X, y = _regression()
+    net = cbp.Network.mlp([6, 16, 2], loss="mse", dtype=dtype, seed=0)
+    with pytest.raises(cbp.DivergenceError) as e:
+        net.fit(X, y, epochs=20, batch_size=8, optimizer=cbp.SGD(lr=lr), progress=False)
+    assert isinstance(e.value, FloatingPointError) and isinstance(e.value, cbp.CBPError)
+    assert all_finite(net)
+    net.predict(X)  # still usable
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_huge_inputs_diverge_cleanly(dtype):
+    X, y = _regression()
+    X = X * (1e30 if dtype == "float32" else 1e200)
+    net = cbp.Network.mlp([6, 16, 2], loss="mse", dtype=dtype, seed=0)
+    before = params_of(net)
+    with pytest.raises(cbp.DivergenceError):
+        net.fit(X, y, epochs=2, batch_size=8, progress=False)
+    assert all_finite(net)
+    # The first batch already overflows: nothing was applied.
+    assert_params_equal(before, params_of(net))
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "binary_cross_entropy", "mse"])
+def test_diverging_fit_all_losses_keep_finite_parameters(loss):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 6)) * 100
+    if loss == "softmax_cross_entropy":
+        y = rng.integers(0, 3, size=64)
+    elif loss == "binary_cross_entropy":
+        y = rng.integers(0, 2, size=(64, 3))
+    else:
+        y = rng.normal(size=(64, 3))
+    net = cbp.Network.mlp([6, 32, 3], loss=loss, dtype="float32", seed=0)
+    with pytest.raises(cbp.DivergenceError):
+        net.fit(X, y, epochs=50, batch_size=8, optimizer=cbp.SGD(lr=1e35), progress=False)
+    assert all_finite(net)
+
+
+def test_train_step_divergence_leaves_parameters_unchanged():
+    X, y = _regression()
+    net = cbp.Network.mlp([6, 16, 2], loss="mse", dtype="float32", seed=0)
+    before = params_of(net)
+    with pytest.raises(cbp.DivergenceError):
+        net.train_step(X * 1e30, y, cbp.SGD(lr=0.1))
+    assert_params_equal(before, params_of(net))
+    # Still trainable afterwards.
+    assert np.isfinite(net.train_step(X, y, cbp.SGD(lr=0.01)))
+
+
+def test_divergence_is_catchable_as_floating_point_error():
+    X, y = _regression()
+    net = cbp.Network.mlp([6, 16, 2], loss="mse", seed=0)
+    with pytest.raises(FloatingPointError):
+        net.fit(X, y, epochs=20, optimizer=cbp.SGD(lr=1e30), progress=False)
+    with pytest.raises(cbp.CBPError):
+        net.fit(X, y, epochs=20, optimizer=cbp.SGD(lr=1e30), progress=False)
+
+
+# ---------------------------------------------------------------- interruption
+@pytest.mark.parametrize("progress", [False, True])
+def test_keyboard_interrupt_from_callback(small, progress, capsys):
+    Xtr, ytr, Xte, yte = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    snapshots = []
+
+    def interrupt(epoch, logs):
+        snapshots.append(params_of(net))
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(Xtr, ytr, epochs=10, callbacks=[interrupt], progress=progress,
+                validation_data=(Xte, yte))
+    # The history of the finished epochs is kept.
+    assert net.history is not None
+    assert net.history.epoch == [0, 1, 2]
+    assert len(net.history.history["loss"]) == 3
+    assert len(net.history.history["val_loss"]) == 3
+    # The network is consistent: exactly the parameters at the end of epoch 2,
+    # the views are live, and it keeps working.
+    assert all_finite(net)
+    assert_params_equal(params_of(net), snapshots[-1])
+    assert net.evaluate(Xte, yte)["loss"] == pytest.approx(net.history.history["val_loss"][-1],
+                                                           rel=1e-6)
+    h = net.fit(Xtr, ytr, epochs=1, progress=False)
+    assert len(h.history["loss"]) == 1
+    net.layers[-1].W[...] = 0
+    net.layers[-1].b[...] = 0
+    assert np.allclose(net.forward(Xte), 0)
+
+
+def test_ctrl_c_during_fit_leaves_a_usable_network(digits):
+    """A real Ctrl-C (interrupt_main) at an arbitrary point of a long fit."""
+    import _thread
+    import threading
+
+    Xtr, ytr, Xte, yte = digits
+    net = cbp.Network.mlp([64, 64, 10], seed=0)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            net.fit(Xtr, ytr, epochs=100_000, validation_data=(Xte[:50], yte[:50]),
+                    progress=False)
+    finally:
+        timer.cancel()
+    h = net.history
+    assert h is not None and 0 <= len(h.epoch) < 100_000
+    assert h.epoch == list(range(len(h.epoch)))
+    assert all_finite(net)
+    # The network is not left locked: another thread can use it at once.
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(net.evaluate(Xte, yte)))
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the network stayed locked after the interrupt"
+    assert 0 <= result["accuracy"] <= 1
+    net.fit(Xtr[:100], ytr[:100], epochs=1, progress=False)
