@@ -80,6 +80,8 @@ def save(net, path) -> None:
             "sha256": _digest(params)}
     meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
     fd, tmp = _create_temp(directory)
     try:
         with os.fdopen(fd, "wb") as f:
