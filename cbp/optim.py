@@ -85,7 +85,7 @@ class SGD(Optimizer):
     momentum, as ``torch.optim.SGD``::
 
         g ← ∇ + λ p
-        b ← g (first step) or μ b + (1 − τ) g
+        b ← g (first step with momentum) or μ b + (1 − τ) g
         g ← g + μ b (Nesterov) or b
         p ← p − lr g
     """

@@ -269,14 +269,17 @@ typedef struct cbp_optim {
     int nesterov;         /* SGD */
     double weight_decay;  /* SGD, Adam: L2 added to the gradient; AdamW: decoupled */
     double beta1, beta2, eps; /* Adam, AdamW */
-    int64_t step;         /* updates made so far; the update increments it */
+    int64_t step;         /* updates made so far (SGD: those with momentum ≠ 0, so
+                             0 means the momentum buffer is not started yet, as
+                             torch's momentum_buffer None) */
     void *buf1;           /* SGD: momentum buffer; Adam(W): exp_avg    (n_params) */
     void *buf2;           /* Adam(W): exp_avg_sq                       (n_params) */
 } cbp_optim;
 
-/* p ← update(p, g) over n elements and opt->step += 1, unless a new
- * parameter or state value would not be finite: then nothing is written
- * and the result is CBP_NONFINITE_UPDATE (else CBP_OK). */
+/* p ← update(p, g) over n elements and opt->step += 1 (for SGD only
+ * when momentum ≠ 0), unless a new parameter or state value would not be
+ * finite: then nothing is written and the result is CBP_NONFINITE_UPDATE
+ * (else CBP_OK). */
 int cbp_optim_update_f32(cbp_optim *opt, ptrdiff_t n, float *p, const float *g);
 int cbp_optim_update_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
 

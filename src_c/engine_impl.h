@@ -257,8 +257,7 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
     FN(backward_deltas)(net, (int)n);
     if (FN(fused_update_is_safe)(net, (int)n, X, opt->lr)) {
         FN(fused_sgd_update)(net, (int)n, X, (REAL)opt->lr);
-        opt->step += 1;
-        return CBP_OK;
+        return CBP_OK; /* momentum 0: SGD's step count stays (optim_update) */
     }
     /* Near overflow: store the gradient, then check it and the update. */
     FN(layer_gradients)(net, (int)n, X, 0);

@@ -13,7 +13,8 @@
 
 /* SGD (torch.optim.SGD):
  *   g ← g + λ p                          (weight_decay λ)
- *   b ← g  at the first step, else  b ← μ b + (1 − τ) g     (momentum μ, dampening τ)
+ *   b ← g  at the first step with μ ≠ 0, else  b ← μ b + (1 − τ) g
+ *                                        (momentum μ, dampening τ)
  *   g ← g + μ b  (Nesterov)  or  g ← b
  *   p ← p − lr g */
 static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
@@ -22,6 +23,9 @@ static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
     const REAL lr = (REAL)opt->lr, wd = (REAL)opt->weight_decay;
     const REAL mu = (REAL)opt->momentum, keep = (REAL)(1 - opt->dampening);
     REAL *buf = opt->buf1;
+    /* For SGD, step counts the steps with momentum (see optim_update): 0
+     * means no buffer yet, as torch's momentum_buffer None, even after
+     * steps taken with momentum 0. */
     const int first = opt->step == 0, nesterov = opt->nesterov;
     int bad = 0;
     if (mu == 0) {
@@ -96,11 +100,13 @@ int FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
         if (FN(sgd_pass)(opt, n, p, g, 0))
             return CBP_NONFINITE_UPDATE;
         FN(sgd_pass)(opt, n, p, g, 1);
-    } else {
-        if (FN(adam_pass)(opt, opt->step + 1, n, p, g, 0))
-            return CBP_NONFINITE_UPDATE;
-        FN(adam_pass)(opt, opt->step + 1, n, p, g, 1);
+        if (opt->momentum != 0) /* the momentum buffer now holds a value */
+            opt->step += 1;
+        return CBP_OK;
     }
+    if (FN(adam_pass)(opt, opt->step + 1, n, p, g, 0))
+        return CBP_NONFINITE_UPDATE;
+    FN(adam_pass)(opt, opt->step + 1, n, p, g, 1);
     opt->step += 1;
     return CBP_OK;
 }
