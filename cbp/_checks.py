@@ -41,7 +41,12 @@ def real_arrays(fn: str, **arrays):
                     f"{fn}: {name} has shape {shape_str(a.shape)}; every dimension "
                     f"must be at most {BLAS_INT_MAX} (the BLAS integer limit)"
                 )
-    return [np.ascontiguousarray(a) for a in arrays.values()]
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).  Copy
+    # only what is not already C-contiguous and aligned (also drops ndarray
+    # subclasses such as np.matrix, whose reshape keeps two dimensions).
+    return [a if type(a) is np.ndarray and a.flags.c_contiguous and a.flags.aligned
+            else np.array(a, order="C", subok=False)
+            for a in arrays.values()]
 
 
 def require_ndim(fn: str, name: str, a: np.ndarray, allowed, meaning: str = "") -> None:

@@ -24,10 +24,21 @@ static inline REAL FN(sigmoid)(REAL z)
     REAL e = M(exp)(z);
     return e / (1 + e);
 }
-static inline REAL FN(sigmoid_d)(REAL z) { REAL s = FN(sigmoid)(z); return s * (1 - s); }
+/* σ'(z) = σ(z)(1 − σ(z)) = e/(1 + e)² with e = e^−|z| (symmetric in z):
+ * no cancellation, so it keeps full relative accuracy in the tails. */
+static inline REAL FN(sigmoid_d)(REAL z)
+{
+    REAL e = M(exp)(-M(fabs)(z)), d = 1 + e;
+    return e / (d * d);
+}
 
 static inline REAL FN(tanh)(REAL z) { return M(tanh)(z); }
-static inline REAL FN(tanh_d)(REAL z) { REAL t = M(tanh)(z); return 1 - t * t; }
+/* tanh'(z) = 1 − tanh²(z) = 4e/(1 + e)² with e = e^−2|z|: no cancellation. */
+static inline REAL FN(tanh_d)(REAL z)
+{
+    REAL e = M(exp)(R(-2) * M(fabs)(z)), d = 1 + e;
+    return 4 * e / (d * d);
+}
 
 /* softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|) */
 static inline REAL FN(softplus)(REAL z)

@@ -36,7 +36,9 @@ double FN(softmax_cross_entropy)(ptrdiff_t n, int n_classes, const REAL *Z,
             sum += e;
         }
         if (scale != 0)
-            total += scale * ((double)zmax + log(sum) - z_label);
+            /* (zmax − z_y) first: zmax + log(sum) would absorb log(sum)
+             * when |zmax| is huge (1e300 + log 3 == 1e300). */
+            total += scale * (((double)zmax - z_label) + log(sum));
         double p_scale = scale / sum; /* p_c = e_c / sum */
         for (int c = 0; c < n_classes; c++)
             dz[c] = (REAL)(dz[c] * p_scale);
