@@ -89,9 +89,10 @@ def output(fn: str, out, shape, dtype, inputs=(), elementwise: bool = False):
             f"{fn}: out must have shape {shape_str(shape)}, got {shape_str(out.shape)}"
         )
     if not out.flags.c_contiguous:
-        raise ValueError(f"{fn}: out must be C-contiguous")
+        raise ValueError(f"{fn}: out must be C-contiguous, got an array with strides "
+                         f"{tuple(out.strides)}")
     if not out.flags.writeable:
-        raise ValueError(f"{fn}: out is read-only")
+        raise ValueError(f"{fn}: out must be writable, got a read-only array")
     for a in inputs:
         if np.may_share_memory(out, a):
             same = (elementwise and a.shape == out.shape

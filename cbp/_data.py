@@ -32,6 +32,18 @@ def _first_nonfinite_row(a: np.ndarray):
     return int(bad[0]) if bad.size else None
 
 
+def _nonfinite_error(what: str, original: np.ndarray, converted: np.ndarray):
+    """Raise the ValueError for the first row of `converted` holding NaN or
+    ±inf: either it was so given, or a finite value overflowed the dtype."""
+    row = _first_nonfinite_row(converted)
+    given = original.reshape(original.shape[0], -1)[row] if original.ndim > 1 else original[row:row + 1]
+    if original.dtype.kind == "f" and not np.isfinite(given).all():
+        raise ValueError(f"{what} must be finite; row {row} holds NaN or infinity")
+    info = np.finfo(converted.dtype)
+    raise ValueError(f"{what} must be finite in {converted.dtype.name}; row {row} holds a "
+                     f"value beyond its range (±{float(info.max):.3g})")
+
+
 def _convert(a: np.ndarray, dtype) -> np.ndarray:
     # Values beyond the range of `dtype` become ±inf here, which the caller's
     # finiteness check reports as a ValueError naming the row; NumPy's
@@ -50,11 +62,10 @@ def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
     if a.shape[1] != n_in:
         raise ValueError(f"{what} must have {n_in} columns (the network's input size), "
                          f"got shape {shape_str(a.shape)}")
-    a = _convert(a, dtype)
-    if not np.isfinite(a).all():
-        row = _first_nonfinite_row(a)
-        raise ValueError(f"{what} must be finite; row {row} holds NaN or infinity")
-    return a
+    b = _convert(a, dtype)
+    if not np.isfinite(b).all():
+        _nonfinite_error(what, a, b)
+    return b
 
 
 def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str = "y"):
@@ -72,11 +83,11 @@ def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str =
             if not np.isfinite(a).all() or not (a == np.round(a)).all():
                 bad = int(np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))[0])
                 raise ValueError(f"{what} must hold integer class labels; "
-                                 f"row {bad} holds {a[bad]!r}")
+                                 f"row {bad} holds {a[bad].item()!r}")
         if a.size and (a.min() < 0 or a.max() >= n_out):
             bad = int(np.flatnonzero((a < 0) | (a >= n_out))[0])
             raise ValueError(f"{what} labels must lie in [0, {n_out}) for a network with "
-                             f"{n_out} outputs; row {bad} holds {a[bad]!r}")
+                             f"{n_out} outputs; row {bad} holds {a[bad].item()!r}")
         return np.ascontiguousarray(a, dtype=np.int64)
     if a.ndim == 1 and n_out == 1:
         a = a.reshape(-1, 1)
@@ -87,10 +98,10 @@ def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str =
     if a.shape[0] != n:
         raise ValueError(f"X and {what} must have the same number of rows: "
                          f"X has {n}, {what} has {a.shape[0]}")
-    a = _convert(a, dtype)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{what} must be finite; row {_first_nonfinite_row(a)} "
-                         f"holds NaN or infinity")
+    b = _convert(a, dtype)
+    if not np.isfinite(b).all():
+        _nonfinite_error(what, a, b)
+    a = b
     if loss == "binary_cross_entropy" and a.size and (a.min() < 0 or a.max() > 1):
         raise ValueError(f"{what} must lie in [0, 1] for binary_cross_entropy, got values "
                          f"in [{a.min()}, {a.max()}]")
@@ -104,19 +115,20 @@ def check_sample_weight(w, n: int, dtype: np.dtype):
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},) (one weight per row), "
                          f"got {shape_str(a.shape)}")
-    a = _convert(a, dtype)
-    if not np.isfinite(a).all():
-        raise ValueError("sample_weight must be finite; row "
-                         f"{_first_nonfinite_row(a)} holds NaN or infinity")
+    b = _convert(a, dtype)
+    if not np.isfinite(b).all():
+        _nonfinite_error("sample_weight", a, b)
+    a = b
     if a.size and a.min() < 0:
         raise ValueError(f"sample_weight must be non-negative; row "
-                         f"{int(np.flatnonzero(a < 0)[0])} holds {a[a < 0][0]!r}")
+                         f"{int(np.flatnonzero(a < 0)[0])} holds {a[a < 0][0].item()!r}")
     return a
 
 
 def check_nonempty(n: int, what: str = "X") -> None:
     if n == 0:
-        raise ValueError(f"{what} has no rows; the loss of an empty batch is undefined")
+        raise ValueError(f"{what} must have at least one row, got 0 rows (no rows: the "
+                         "loss of an empty batch is undefined)")
 
 
 def positive_int(name: str, value) -> int:

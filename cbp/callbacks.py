@@ -9,13 +9,25 @@ training ends ``callback.on_train_end(logs)`` (as Keras' ``set_model`` and
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 
 __all__ = ["History", "EarlyStopping"]
 
 
 class History:
-    """Per-epoch records of a ``fit``: ``history`` maps ``"loss"`` (and
-    ``"val_loss"``, ``"val_accuracy"`` with validation data) to lists."""
+    """Per-epoch records of a ``fit``, returned by it.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        ``"loss"`` (the mean training loss of each epoch), and with
+        validation data ``"val_loss"`` (and ``"val_accuracy"`` for
+        classification losses): one value per epoch.
+    epoch : list of int
+        The epoch numbers, from 0.
+    """
 
     def __init__(self):
         self.history: dict[str, list[float]] = {}
@@ -28,7 +40,19 @@ class History:
 
     def plot(self, keys=None, ax=None):
         """Plot the training curves with matplotlib (an optional
-        dependency); returns the axes."""
+        dependency).
+
+        Parameters
+        ----------
+        keys : list of str, optional
+            Keys of ``history`` to plot; default all, sorted.
+        ax : matplotlib.axes.Axes, optional
+            Axes to draw on; default a new figure's.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
         try:
             import matplotlib.pyplot as plt
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -61,13 +85,45 @@ class EarlyStopping:
     restore_best : bool, default True
         When training ends (stopped early or not), put back the parameters
         of the best epoch.
+
+    Attributes
+    ----------
+    best : float
+        The best value of the monitored quantity so far.
+    best_epoch : int or None
+        The epoch that reached it.
+    wait : int
+        Epochs since the last improvement.
+    stopped_epoch : int or None
+        The epoch at which training was stopped, ``None`` if it was not.
+
+    Examples
+    --------
+    >>> import cbp
+    >>> X, y = cbp.datasets.load_digits()
+    >>> net = cbp.Network.mlp([64, 32, 10], seed=0)
+    >>> stop = cbp.EarlyStopping(monitor="val_loss", patience=3)
+    >>> history = net.fit(X[:1000], y[:1000], epochs=100, optimizer=cbp.Adam(lr=0.01),
+    ...                   validation_data=(X[1000:], y[1000:]), callbacks=[stop],
+    ...                   progress=False)
+    >>> stop.stopped_epoch == stop.best_epoch + 3     # 3 epochs without improvement
+    True
+    >>> abs(net.evaluate(X[1000:], y[1000:])["loss"] - stop.best) < 1e-6  # best restored
+    True
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a string, got {type(monitor).__name__}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        if isinstance(patience, (bool, np.bool_)) or not isinstance(patience, (int, np.integer)):
+            raise TypeError(f"patience must be a non-negative integer, got "
+                            f"{type(patience).__name__} {patience!r}")
+        if patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        patience = int(patience)
+        if isinstance(min_delta, (bool, np.bool_)) or not isinstance(min_delta, numbers.Real):
+            raise TypeError(f"min_delta must be a finite number >= 0, got "
+                            f"{type(min_delta).__name__} {min_delta!r}")
         min_delta = float(min_delta)
         if not math.isfinite(min_delta) or min_delta < 0:
             raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta}")
@@ -85,6 +141,13 @@ class EarlyStopping:
         self._best_parameters = None
 
     def set_network(self, network) -> None:
+        """Called by ``fit`` before the first epoch: remember the network
+        (to save and restore its parameters) and reset the counters.
+
+        Parameters
+        ----------
+        network : Network
+        """
         self._network = network
         self._reset()
 
@@ -94,6 +157,25 @@ class EarlyStopping:
         return value + self.min_delta < self.best
 
     def __call__(self, epoch: int, logs: dict) -> bool:
+        """Called by ``fit`` after each epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch number, from 0.
+        logs : dict
+            The epoch's ``"loss"`` (and ``"val_*"``) values.
+
+        Returns
+        -------
+        bool
+            ``True`` to stop training.
+
+        Raises
+        ------
+        ValueError
+            When ``monitor`` is not a key of `logs`.
+        """
         if self.monitor not in logs:
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is not in the "
                              f"epoch logs (available: {', '.join(sorted(logs))}); pass "
@@ -111,6 +193,14 @@ class EarlyStopping:
         return False
 
     def on_train_end(self, logs=None) -> None:
+        """Called by ``fit`` when training ends: with ``restore_best``, put
+        back the parameters of the best epoch.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The last epoch's logs.
+        """
         if self.restore_best and self._best_parameters is not None and self._network is not None:
             for p, best in zip(self._network.parameters(), self._best_parameters):
                 p[...] = best

@@ -513,7 +513,7 @@ def main(argv=None) -> int:
             return exc.code if isinstance(exc.code, int) else 0
         if args.command is None:
             raise UsageError("a command is required: train, predict, info, gradcheck or "
-                             f"bench (see '{PROG} --help')")
+                             f"bench; got none (see '{PROG} --help')")
         return args.run(args, out)
     except UsageError as exc:
         return fail(_one_line(exc), 2)

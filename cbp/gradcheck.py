@@ -2,6 +2,8 @@
 finite differences, both in float64."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._data import check_inputs, check_nonempty, check_sample_weight, check_targets
@@ -10,7 +12,14 @@ __all__ = ["gradcheck", "GradcheckResult"]
 
 
 class GradcheckResult:
-    """Outcome of :func:`gradcheck`.
+    """Outcome of :func:`gradcheck` (made by it, not by the user).
+
+    Parameters
+    ----------
+    errors, analytic, numeric : dict
+        As the attributes of the same names.
+    eps : float
+        The finite-difference step.
 
     Attributes
     ----------
@@ -22,6 +31,8 @@ class GradcheckResult:
         differences).
     analytic, numeric : dict
         The two gradients, by the same names.
+    eps : float
+        The finite-difference step used.
     """
 
     def __init__(self, errors, analytic, numeric, eps):
@@ -32,6 +43,16 @@ class GradcheckResult:
         self.max_rel_error = max(errors.values()) if errors else 0.0
 
     def passed(self, tol=1e-6) -> bool:
+        """Whether ``max_rel_error <= tol``.
+
+        Parameters
+        ----------
+        tol : float, default 1e-6
+
+        Returns
+        -------
+        bool
+        """
         return self.max_rel_error <= tol
 
     def __repr__(self) -> str:
@@ -65,17 +86,32 @@ def gradcheck(net, X, y, eps=None, sample_weight=None) -> GradcheckResult:
     Returns
     -------
     GradcheckResult
+
+    Examples
+    --------
+    >>> import numpy as np, cbp
+    >>> rng = np.random.default_rng(0)
+    >>> net = cbp.Network.mlp([5, 4, 3], activation="tanh", dtype="float64", seed=0)
+    >>> result = cbp.gradcheck(net, rng.standard_normal((6, 5)), rng.integers(0, 3, 6))
+    >>> result.max_rel_error < 1e-6, sorted(result.errors)
+    (True, ['W1', 'W2', 'b1', 'b2'])
     """
     from .network import Network
 
     if not isinstance(net, Network):
         raise TypeError(f"gradcheck needs a cbp.Network, got {type(net).__name__}")
-    eps = 1e-4 if eps is None else float(eps)
+    if eps is None:
+        eps = 1e-4
+    elif isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a positive finite number, got {type(eps).__name__} "
+                        f"{eps!r}")
+    eps = float(eps)
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a positive finite number, got {eps}")
     config = dict(net.get_config(), dtype="float64")
     net64 = Network.from_config(config)
-    net64._params[...] = net._params
+    with net._lock:  # a consistent snapshot, should another thread be training it
+        net64._params[...] = net._params
     X = check_inputs(X, net64.in_features, net64.dtype)
     check_nonempty(X.shape[0])
     y = check_targets(y, net64.loss, X.shape[0], net64.out_features, net64.dtype)

@@ -66,12 +66,21 @@ def _create_temp(directory: str):
 def save(net, path) -> None:
     """Write `net` to `path` atomically (see the module docstring).
 
-    The file is written to exactly `path` (no extension is added)."""
+    Parameters
+    ----------
+    net : Network
+    path : str or os.PathLike
+        Written exactly there (no extension is added); an existing file is
+        replaced only once the new one is complete.
+    """
     from .network import Network
 
     if not isinstance(net, Network):
         raise TypeError(f"save needs a cbp.Network, got {type(net).__name__}")
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))  # bytes paths too
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path!r}: it is a directory, expected a "
+                                "file name")
     with net._lock:
         params = net._params.copy()
         config = net.get_config()
@@ -160,6 +169,14 @@ def _check_architecture(arch) -> dict:
 def load(path):
     """Read a network written by :func:`save`.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    Network
+
     Raises
     ------
     FileNotFoundError
@@ -170,9 +187,11 @@ def load(path):
     """
     from .network import Network
 
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))  # bytes paths too
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such model file: {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory, expected a model file")
     try:
         with zipfile.ZipFile(path, "r") as zf:
             names = set(zf.namelist())

@@ -49,6 +49,17 @@ class Dense:
     b : ndarray, shape (out_features,)
     dW, db : ndarray
         Gradients of the mean loss after ``Network.backward``.
+
+    Examples
+    --------
+    >>> import cbp
+    >>> layer = cbp.Dense(4, 3, activation="tanh")
+    >>> net = cbp.Network([layer], loss="mse", seed=0)
+    >>> layer.W.shape, layer.b.shape
+    ((3, 4), (3,))
+    >>> layer.b = 1.0                       # writes into the network
+    >>> net.parameters()[1]
+    array([1., 1., 1.], dtype=float32)
     """
 
     def __init__(self, in_features, out_features, activation="identity"):
@@ -60,6 +71,7 @@ class Dense:
 
     @property
     def num_parameters(self) -> int:
+        """``out_features * (in_features + 1)``: the weights and the biases."""
         return self.out_features * (self.in_features + 1)
 
     def _bind(self, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
@@ -81,6 +93,8 @@ class Dense:
 
     @property
     def W(self) -> np.ndarray:
+        """Weights, shape ``(out_features, in_features)``: a writable view
+        into the network's parameters; assigning to it copies into them."""
         return self._view(0, "W")
 
     @W.setter
@@ -89,6 +103,7 @@ class Dense:
 
     @property
     def b(self) -> np.ndarray:
+        """Biases, shape ``(out_features,)``: a writable view, as ``W``."""
         return self._view(1, "b")
 
     @b.setter
@@ -97,10 +112,13 @@ class Dense:
 
     @property
     def dW(self) -> np.ndarray:
+        """Gradient of the loss with respect to ``W``, filled by
+        ``Network.backward`` (and by each training step)."""
         return self._view(2, "dW")
 
     @property
     def db(self) -> np.ndarray:
+        """Gradient of the loss with respect to ``b``."""
         return self._view(3, "db")
 
     def _init_parameters(self, rng: np.random.Generator) -> None:
@@ -116,6 +134,7 @@ class Dense:
         b[...] = 0
 
     def get_config(self) -> dict:
+        """The layer as JSON-compatible data (type, sizes, activation)."""
         return {"type": "Dense", "in_features": self.in_features,
                 "out_features": self.out_features, "activation": self.activation}
 

@@ -46,6 +46,11 @@ def _as_dtype(dtype) -> np.dtype:
     return d
 
 
+def _check_flag(name, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
 def _as_loss(loss) -> str:
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}")
@@ -59,14 +64,27 @@ class Network:
     ----------
     layers : list of Dense
         Consecutive layers: each layer's ``in_features`` equals the
-        previous layer's ``out_features``.
-    loss : {"softmax_cross_entropy", "binary_cross_entropy", "mse"}
+        previous layer's ``out_features``.  Each ``Dense`` belongs to one
+        network only.
+    loss : {"softmax_cross_entropy", "binary_cross_entropy", "mse"}, default "softmax_cross_entropy"
         The loss applies softmax or sigmoid itself, so the last layer
         outputs logits (or the prediction, for ``mse``).
-    dtype : {"float32", "float64"}
+    dtype : {"float32", "float64"}, default "float32"
     seed : int, optional
         Seeds initialisation (He normal for ReLU-family layers, Glorot
         uniform otherwise; zero biases) and the shuffling of ``fit``.
+
+    Attributes
+    ----------
+    layers : list of Dense
+        The layers; their ``W``, ``b``, ``dW``, ``db`` are views of the
+        network's flat parameter and gradient buffers.
+    loss : str
+    dtype : numpy.dtype
+        ``float32`` or ``float64``.
+    seed : int or None
+    history : History or None
+        The :class:`History` of the last :meth:`fit`.
 
     Examples
     --------
@@ -78,9 +96,14 @@ class Network:
     """
 
     def __init__(self, layers, loss="softmax_cross_entropy", dtype="float32", seed=None):
-        layers = list(layers) if not isinstance(layers, Dense) else [layers]
+        if isinstance(layers, Dense):
+            layers = [layers]
+        elif isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"layers must be a list of cbp.Dense layers, got "
+                            f"{type(layers).__name__}")
+        layers = list(layers)
         if not layers:
-            raise ValueError("a Network needs at least one layer")
+            raise ValueError("a Network needs at least one layer, got an empty list")
         for i, layer in enumerate(layers):
             if not isinstance(layer, Dense):
                 raise TypeError(f"layer {i} must be a cbp.Dense, got {type(layer).__name__}")
@@ -118,6 +141,7 @@ class Network:
         self._engine = _engine.Engine(sizes, codes, self.loss, self._params, self._grads)
         self._engine.reserve(64)
         self._threads_key = None
+        self._named_optimizers = {}
         _threads.bind()
 
     @classmethod
@@ -126,10 +150,29 @@ class Network:
         """A multilayer perceptron: ``sizes = [in, hidden…, out]``, every
         hidden layer with `activation`, the last layer ``identity``.
 
+        Parameters
+        ----------
+        sizes : sequence of int
+            The input size, the hidden layer sizes, the output size (at
+            least two numbers).
+        activation : str, default "relu"
+            Activation of the hidden layers, one of ``cbp.ops.ACTIVATIONS``.
+        loss, dtype, seed
+            As for :class:`Network`.
+
+        Returns
+        -------
+        Network
+
+        Examples
+        --------
         >>> net = Network.mlp([64, 32, 10], activation="relu", seed=0)
         >>> net.layers
         [Dense(64, 32, activation='relu'), Dense(32, 10)]
         """
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"sizes must be a list of layer sizes such as [64, 32, 10], got "
+                            f"{type(sizes).__name__}")
         sizes = list(sizes)
         if len(sizes) < 2:
             raise ValueError(f"sizes must list at least the input and output sizes, got {sizes}")
@@ -142,14 +185,17 @@ class Network:
     # ------------------------------------------------------------ shape
     @property
     def in_features(self) -> int:
+        """Size of each input sample (the first layer's ``in_features``)."""
         return self.layers[0].in_features
 
     @property
     def out_features(self) -> int:
+        """Size of each output (the last layer's ``out_features``)."""
         return self.layers[-1].out_features
 
     @property
     def num_parameters(self) -> int:
+        """Number of parameters: every layer's weights and biases."""
         return self._params.size
 
     def parameters(self) -> list:
@@ -180,7 +226,17 @@ class Network:
 
     # ------------------------------------------------------------ compute
     def forward(self, X) -> np.ndarray:
-        """The last layer's output, shape ``(n, out_features)``."""
+        """The last layer's output: logits for the classification losses
+        (no softmax or sigmoid applied), the prediction for ``mse``.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, in_features)
+
+        Returns
+        -------
+        ndarray, shape (n, out_features), of the network's dtype
+        """
         return self._forward(self._inputs(X), _engine.OUTPUT_RAW)
 
     def _forward(self, X, transform):
@@ -192,8 +248,23 @@ class Network:
         return out
 
     def backward(self, X, y, sample_weight=None) -> float:
-        """Loss of the batch (``Σ wᵢ lᵢ / Σ wᵢ``, the mean without weights)
-        and its gradient into every layer's ``dW``, ``db``."""
+        """Loss of the batch and its gradient into every layer's ``dW``,
+        ``db`` (no update).
+
+        Parameters
+        ----------
+        X : array-like, shape (n, in_features)
+        y : array-like
+            Targets, as for :meth:`fit`.
+        sample_weight : array-like, shape (n,), optional
+            Non-negative weights.
+
+        Returns
+        -------
+        float
+            The loss ``Σ wᵢ lᵢ / Σ wᵢ`` (the mean over the rows without
+            weights).
+        """
         X = self._inputs(X)
         check_nonempty(X.shape[0])
         y = self._targets(y, X.shape[0])
@@ -205,9 +276,32 @@ class Network:
         return float(loss)
 
     def train_step(self, X, y, optimizer, sample_weight=None) -> float:
-        """One optimizer step on the batch; returns its loss before the
-        update.  Raises :class:`DivergenceError` (parameters unchanged) when
-        the loss or a gradient is not finite."""
+        """One optimizer step on the batch.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, in_features)
+        y : array-like
+            Targets, as for :meth:`fit`.
+        optimizer : Optimizer or str
+            Pass the same :class:`Optimizer` object at every step: it
+            holds the state (momentum buffer, Adam's moments and step
+            count).  A name (``"sgd"``, ``"adam"``, ``"adamw"``) makes a
+            new optimizer, with fresh state, at every call.
+        sample_weight : array-like, shape (n,), optional
+            Non-negative weights; the loss is ``Σ wᵢ lᵢ / Σ wᵢ``.
+
+        Returns
+        -------
+        float
+            The loss of the batch before the update.
+
+        Raises
+        ------
+        DivergenceError
+            When the loss or a gradient is not finite; the parameters are
+            left unchanged.
+        """
         w = sample_weight
         if not self._engine.ready(X, y, w):  # else: exact arrays, checked in C
             X = self._inputs(X)
@@ -215,7 +309,14 @@ class Network:
             y = self._targets(y, X.shape[0])
             w = check_sample_weight(w, X.shape[0], self.dtype)
         if not isinstance(optimizer, Optimizer):
-            optimizer = get_optimizer(optimizer)
+            # A name means one optimizer per network and name, kept between
+            # calls, so its state (momentum, Adam's moments) carries over.
+            if not (optimizer is None or isinstance(optimizer, str)):
+                get_optimizer(optimizer)  # raises the TypeError
+            key = optimizer.lower() if isinstance(optimizer, str) else optimizer
+            if key not in self._named_optimizers:
+                self._named_optimizers[key] = get_optimizer(optimizer)
+            optimizer = self._named_optimizers[key]
         with self._lock:
             state = optimizer._state_for(self)
             if X.shape[0] > self._engine.capacity:
@@ -265,9 +366,19 @@ class Network:
         Returns
         -------
         History
+            Also kept as ``net.history``.
+
+        Raises
+        ------
+        DivergenceError
+            When a batch's loss or gradient is not finite; the network
+            keeps the parameters of the last finite step.
         """
         epochs = positive_int("epochs", epochs)
         batch_size = positive_int("batch_size", batch_size)
+        _check_flag("shuffle", shuffle)
+        if progress is not None:
+            _check_flag("progress", progress)
         X = self._inputs(X)
         n = X.shape[0]
         check_nonempty(n)
@@ -330,8 +441,12 @@ class Network:
     def _validation(self, validation_data):
         if validation_data is None:
             return None
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        if not isinstance(validation_data, (tuple, list)):
+            raise ValueError(f"validation_data must be a pair (X_val, y_val), got "
+                             f"{type(validation_data).__name__}")
+        if len(validation_data) != 2:
+            raise ValueError(f"validation_data must be a pair (X_val, y_val), got a "
+                             f"{type(validation_data).__name__} of length {len(validation_data)}")
         Xv = self._inputs(validation_data[0], "validation X")
         check_nonempty(Xv.shape[0], "validation X")
         return Xv, self._targets(validation_data[1], Xv.shape[0], "validation y")
@@ -342,6 +457,9 @@ class Network:
             return []
         if callable(callbacks):
             callbacks = [callbacks]
+        if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+            raise TypeError(f"callbacks must be a callable or a list of callables, got "
+                            f"{type(callbacks).__name__}")
         callbacks = list(callbacks)
         for cb in callbacks:
             if not callable(cb):
@@ -361,10 +479,22 @@ class Network:
 
     # ------------------------------------------------------------ inference
     def predict(self, X) -> np.ndarray:
-        """Class labels (``int64``) for classification losses: the argmax
-        for softmax cross-entropy, ``sigmoid > 0.5`` per output for binary
-        cross-entropy (shape ``(n,)`` when there is one output); the
-        outputs for ``mse`` (shape ``(n,)`` when there is one output)."""
+        """Predictions: class labels for classification losses, values for
+        ``mse``.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, in_features)
+
+        Returns
+        -------
+        ndarray
+            Softmax cross-entropy: the argmax, ``int64`` of shape ``(n,)``.
+            Binary cross-entropy: ``sigmoid > 0.5`` per output, ``int64``
+            of shape ``(n, out)``.  ``mse``: the outputs, shape
+            ``(n, out)``.  With one output, binary cross-entropy and
+            ``mse`` give shape ``(n,)``.
+        """
         X = self._inputs(X)
         if self.loss == "softmax_cross_entropy":
             return self._forward(X, _engine.OUTPUT_RAW).argmax(axis=1).astype(np.int64)
@@ -374,9 +504,23 @@ class Network:
         return out[:, 0] if self.out_features == 1 else out
 
     def predict_proba(self, X) -> np.ndarray:
-        """Probabilities: softmax rows (summing to 1) for softmax
-        cross-entropy, element-wise sigmoid ``(n, out)`` for binary
-        cross-entropy."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, in_features)
+
+        Returns
+        -------
+        ndarray, shape (n, out)
+            Softmax rows (summing to 1) for softmax cross-entropy,
+            element-wise sigmoid for binary cross-entropy.
+
+        Raises
+        ------
+        ValueError
+            When the network's loss is ``mse``.
+        """
         if self.loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"predict_proba needs a classification loss, this network's "
                              f"loss is {self.loss!r}")
@@ -385,8 +529,22 @@ class Network:
         return self._forward(self._inputs(X), transform)
 
     def evaluate(self, X, y, sample_weight=None) -> dict:
-        """``{"loss": …, "accuracy": …}`` (accuracy for classification
-        losses only; for binary cross-entropy over all elements)."""
+        """Loss (and accuracy) on a data set.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, in_features)
+        y : array-like
+            Targets, as for :meth:`fit`.
+        sample_weight : array-like, shape (n,), optional
+            Weights of the loss and of the accuracy.
+
+        Returns
+        -------
+        dict
+            ``{"loss": …, "accuracy": …}``; accuracy for classification
+            losses only (for binary cross-entropy over all elements).
+        """
         X = self._inputs(X)
         check_nonempty(X.shape[0])
         y = self._targets(y, X.shape[0])
@@ -422,20 +580,54 @@ class Network:
 
     @classmethod
     def from_config(cls, config: dict) -> "Network":
+        """A new network with the architecture of :meth:`get_config`'s
+        output; its parameters are freshly initialised from the seed.
+
+        Parameters
+        ----------
+        config : dict
+
+        Returns
+        -------
+        Network
+        """
         layers = [Dense(c["in_features"], c["out_features"], activation=c["activation"])
                   for c in config["layers"]]
         return cls(layers, loss=config["loss"], dtype=config["dtype"], seed=config.get("seed"))
 
     def save(self, path) -> None:
         """Write the network to `path` (a ``.npz`` file: the architecture
-        as JSON and the parameters); the target is replaced atomically."""
+        as JSON and the parameters); the target is replaced atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Written exactly there (no extension is added).
+        """
         from .io import save
 
         save(self, path)
 
     @staticmethod
     def load(path) -> "Network":
-        """Read a network written by :meth:`save` (never unpickles)."""
+        """Read a network written by :meth:`save` (never unpickles); the
+        same as :func:`cbp.load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        Network
+
+        Raises
+        ------
+        FileNotFoundError
+            When `path` does not exist.
+        ModelFormatError
+            When the file is truncated, altered, or not a cbp model.
+        """
         from .io import load
 
         return load(path)

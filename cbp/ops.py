@@ -249,6 +249,10 @@ def activation_forward(name, z, *, out=None):
         One of :data:`ACTIVATIONS`.
     z : ndarray
     out : ndarray, optional (may be ``z`` itself)
+
+    Returns
+    -------
+    ndarray, the shape of ``z``
     """
     return _elementwise("activation_forward", _ops.activation_forward,
                         activation_code(name), z, out)
@@ -264,6 +268,10 @@ def activation_derivative(name, z, *, out=None):
         One of :data:`ACTIVATIONS`.
     z : ndarray
     out : ndarray, optional (may be ``z`` itself)
+
+    Returns
+    -------
+    ndarray, the shape of ``z``
     """
     return _elementwise("activation_derivative", _ops.activation_derivative,
                         activation_code(name), z, out)
@@ -341,9 +349,18 @@ def _same_shape(fn, first_name, arrays):
 
 
 def add_gate_backward(dz):
-    """Backward of the add gate ``z = x + y``: the distributor.
+    """Backward of the add gate ``z = x + y``: the distributor,
+    ``(dx, dy) = (dz, dz)``.
 
-    Returns ``(dx, dy) = (dz, dz)`` as two new arrays.
+    Parameters
+    ----------
+    dz : ndarray
+        The upstream gradient ∂L/∂z, any shape.
+
+    Returns
+    -------
+    dx, dy : ndarray
+        Two new arrays equal to ``dz``.
     """
     fn = "add_gate_backward"
     (dz,) = real_arrays(fn, dz=dz)
@@ -353,9 +370,20 @@ def add_gate_backward(dz):
 
 
 def mul_gate_backward(dz, x, y):
-    """Backward of the mul gate ``z = x · y``: the switcher.
+    """Backward of the mul gate ``z = x · y``: the switcher,
+    ``(dx, dy) = (dz · y, dz · x)`` element-wise.
 
-    Returns ``(dx, dy) = (dz · y, dz · x)``, element-wise.
+    Parameters
+    ----------
+    dz : ndarray
+        The upstream gradient ∂L/∂z.
+    x, y : ndarray
+        The gate's inputs, the shape of ``dz``.
+
+    Returns
+    -------
+    dx, dy : ndarray
+        ``dz · y`` and ``dz · x``.
     """
     fn = "mul_gate_backward"
     dz, x, y = real_arrays(fn, dz=dz, x=x, y=y)
@@ -367,9 +395,20 @@ def mul_gate_backward(dz, x, y):
 
 
 def relu_gate_backward(dz, x, *, out=None):
-    """Backward of the ReLU gate ``z = max(x, 0)``: the filter.
+    """Backward of the ReLU gate ``z = max(x, 0)``: the filter,
+    ``dx = dz ⊙ [x > 0]`` (0 at ``x = 0``).
 
-    Returns ``dz ⊙ [x > 0]`` (0 at ``x = 0``).
+    Parameters
+    ----------
+    dz : ndarray
+        The upstream gradient ∂L/∂z.
+    x : ndarray
+        The gate's input, the shape of ``dz``.
+    out : ndarray, optional
+
+    Returns
+    -------
+    ndarray, the shape of ``dz``
     """
     fn = "relu_gate_backward"
     dz, x = real_arrays(fn, dz=dz, x=x)

@@ -13,15 +13,25 @@ from __future__ import annotations
 import math
 import weakref
 
+import numpy as np
+
 from . import _engine
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer"]
 
 
 def _check_real(name, value, *, low=0.0, low_inclusive=True, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    if (isinstance(value, (bool, np.bool_, complex, np.complexfloating))
+            or not isinstance(value, (int, float)) and not hasattr(value, "__float__")):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"{name} must be finite, got an integer too large for a float "
+                         "(>= 2**1024)") from None
+    except (TypeError, ValueError):  # e.g. an array of several numbers
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
+                        f"{value!r}") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if (v < low) if low_inclusive else (v <= low):
@@ -66,13 +76,21 @@ class Optimizer:
         return state
 
     def reset(self, network=None) -> None:
-        """Forget the state for `network` (or for every network)."""
+        """Forget the state (momentum, moments, step count) for `network`,
+        or for every network.
+
+        Parameters
+        ----------
+        network : Network, optional
+            ``None`` forgets the state of every network.
+        """
         if network is None:
             self._states.clear()
         else:
             self._states.pop(network, None)
 
     def get_config(self) -> dict:
+        """``{"name": …, <hyperparameter>: …}``."""
         return {"name": self.kind, **{k: getattr(self, k) for k in self._hyper}}
 
     def __repr__(self) -> str:
@@ -82,12 +100,28 @@ class Optimizer:
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum and Nesterov
-    momentum, as ``torch.optim.SGD``::
+    momentum, as ``torch.optim.SGD``.  With ∇ the gradient of the loss and
+    p a parameter, each step does::
 
         g ← ∇ + λ p
         b ← g (first step with momentum) or μ b + (1 − τ) g
         g ← g + μ b (Nesterov) or b
         p ← p − lr g
+
+    (without momentum, ``p ← p − lr (∇ + λ p)``).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, > 0.
+    momentum : float, default 0.0
+        μ; 0 is plain SGD.
+    nesterov : bool, default False
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    weight_decay : float, default 0.0
+        λ, an L2 penalty added to the gradient.
+    dampening : float, default 0.0
+        τ.
     """
 
     kind = "sgd"
@@ -116,11 +150,23 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam, as ``torch.optim.Adam`` (weight decay is L2 added to the
-    gradient)::
+    gradient).  At step t = 1, 2, …::
 
         g ← ∇ + λ p
         m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²
         p ← p − lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        Learning rate, > 0.
+    beta1, beta2 : float, default 0.9, 0.999
+        Decay rates of the moment estimates, in ``[0, 1)`` (PyTorch's
+        ``betas=(beta1, beta2)``).
+    eps : float, default 1e-8
+        ε, added to the bias-corrected ``√v``.
+    weight_decay : float, default 0.0
+        λ, an L2 penalty added to the gradient.
     """
 
     kind = "adam"
@@ -144,8 +190,20 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay,
-    ``p ← p (1 − lr λ)`` before the Adam step."""
+    """AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay.
+    At step t = 1, 2, …::
+
+        p ← p (1 − lr λ)
+        m ← β1 m + (1 − β1) ∇,   v ← β2 v + (1 − β2) ∇²
+        p ← p − lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
+
+    Parameters
+    ----------
+    lr, beta1, beta2, eps
+        As :class:`Adam`.
+    weight_decay : float, default 0.01
+        λ, the decoupled decay rate.
+    """
 
     kind = "adamw"
 

@@ -271,9 +271,12 @@ class _BaseMLP(BaseEstimator):
             return None
         w = _check_sample_weight(sample_weight, X)
         if np.any(w < 0):
-            raise ValueError("sample_weight must be non-negative")
+            row = int(np.flatnonzero(w < 0)[0])
+            raise ValueError(f"sample_weight must be non-negative; row {row} holds "
+                             f"{w[row].item()!r}")
         if not w.sum() > 0:
-            raise ValueError("sample_weight must contain at least one positive weight")
+            raise ValueError("sample_weight must contain at least one positive weight, got "
+                             "all zeros")
         return np.asarray(w, dtype=np.float64)
 
     # ------------------------------------------------------------ fit
@@ -755,15 +758,34 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_binarizer.inverse_transform(y_pred)
 
     def predict(self, X):
-        """Predicted classes, shape (n_samples,) (or (n_samples, n_classes)
-        for multi-label targets)."""
+        """Predicted classes.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray
+            Shape (n_samples,), or (n_samples, n_classes) for multi-label
+            targets.
+        """
         check_is_fitted(self)
         X, out_dtype = self._check_X(X)
         return self._predict_dense(X, out_dtype)
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes), columns in
-        the order of ``classes_``."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
         check_is_fitted(self)
         X, out_dtype = self._check_X(X)
         y_pred = self._proba_dense(X, out_dtype)
@@ -773,15 +795,33 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return y_pred
 
     def predict_log_proba(self, X):
-        """``log(predict_proba(X))``."""
+        """``log(predict_proba(X))``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over the given data, continuing from the current state.
 
-        ``classes`` (all the labels of all calls) is required on the first
-        call.
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            All the labels of all calls; required on the first call.
+
+        Returns
+        -------
+        self
         """
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
@@ -906,13 +946,33 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     def predict(self, X):
-        """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
+        """Predicted values.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
         check_is_fitted(self)
         X, out_dtype = self._check_X(X)
         return self._predict_dense(X, out_dtype)
 
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over the given data, continuing from the current state."""
+        """One epoch over the given data, continuing from the current state.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def __sklearn_tags__(self):
