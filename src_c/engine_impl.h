@@ -123,17 +123,25 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
     }
 }
 
-/* max |x_i|, or +inf if some x_i is not finite. */
+/* max |x_i|, or +inf if some x_i is not finite.  On IEEE bits with the
+ * sign cleared, the order of |x| is the order of unsigned integers and
+ * every non-finite value is >= the bits of +inf; an integer max-reduction
+ * vectorizes where a NaN-aware float one would not. */
 static double FN(max_abs)(ptrdiff_t size, const REAL *x)
 {
-    REAL m = 0;
-    int bad = 0;
+    const UREAL abs_mask = ~(UREAL)0 >> 1;
+    UREAL m = 0;
     for (ptrdiff_t i = 0; i < size; i++) {
-        REAL a = M(fabs)(x[i]);
-        bad |= !(a <= REAL_MAX);
-        m = a > m ? a : m;
+        UREAL b;
+        memcpy(&b, x + i, sizeof b);
+        b &= abs_mask;
+        m = b > m ? b : m;
     }
-    return bad ? INFINITY : (double)m;
+    if (m >= INF_BITS)
+        return INFINITY;
+    REAL r;
+    memcpy(&r, &m, sizeof r);
+    return (double)r;
 }
 
 /* Can the fused update run with no risk of a non-finite parameter?  Every

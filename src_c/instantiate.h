@@ -11,11 +11,15 @@
  *                BLAS(gemm) is blas->sgemm / blas->dgemm
  *   R(x)         a literal of type REAL, so float code stays float
  *   REAL_MAX     the largest finite REAL (FLT_MAX / DBL_MAX)
+ *   UREAL        the unsigned integer type of REAL's width (its bits)
+ *   INF_BITS     the bits of +infinity: |x|'s bits are >= it iff x is not finite
  *
  * Usage:  #define CBP_TEMPLATE "kernels_impl.h"
  *         #include "instantiate.h"
  */
 #include <float.h>
+#include <stdint.h>
+#include <string.h>
 
 #ifndef CBP_TEMPLATE
 #error "define CBP_TEMPLATE before including instantiate.h"
@@ -27,6 +31,8 @@
 #define BLAS(name) blas->s##name
 #define R(x) ((float)(x))
 #define REAL_MAX FLT_MAX
+#define UREAL uint32_t
+#define INF_BITS UINT32_C(0x7f800000)
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN
@@ -34,6 +40,8 @@
 #undef BLAS
 #undef R
 #undef REAL_MAX
+#undef UREAL
+#undef INF_BITS
 
 #define REAL double
 #define FN(name) cbp_##name##_f64
@@ -41,6 +49,8 @@
 #define BLAS(name) blas->d##name
 #define R(x) ((double)(x))
 #define REAL_MAX DBL_MAX
+#define UREAL uint64_t
+#define INF_BITS UINT64_C(0x7ff0000000000000)
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN
@@ -48,5 +58,7 @@
 #undef BLAS
 #undef R
 #undef REAL_MAX
+#undef UREAL
+#undef INF_BITS
 
 #undef CBP_TEMPLATE
