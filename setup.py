@@ -28,7 +28,13 @@ class BuildExt(build_ext):
         if self.compiler.compiler_type == "msvc":
             args, link = ["/O2"], []
         else:
-            args, link = ["-O3", "-Wall", "-Wno-unused-function"], []
+            # -g0 overrides the -g that Python's own CFLAGS (sysconfig) put
+            # first: debug info would triple the wheel (1.4 MB instead of
+            # under 0.5 MB); CBP_DEBUG builds keep it.
+            # -fno-math-errno: sqrt, exp… need not set errno (which nothing
+            # here reads), so sqrtf becomes one instruction and the optimizer
+            # loops vectorize; results are unchanged (unlike -ffast-math).
+            args, link = ["-O3", "-g0", "-fno-math-errno", "-Wall", "-Wno-unused-function"], []
             if os.environ.get("CBP_DEBUG"):
                 args = ["-O0", "-g", "-Wall", "-Wno-unused-function"]
             if os.environ.get("CBP_SANITIZE"):

@@ -330,6 +330,11 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
 void FN(net_blas_floor)(const cbp_net *net, int n, const REAL *X, REAL lr, int64_t reps)
 {
     for (int64_t r = 0; r < reps; r++) {
+        /* The sign of the update alternates, so repetitions on the same
+         * deltas swing the weights back and forth instead of letting them
+         * (and the deltas computed from them) drift toward overflow or
+         * subnormal numbers, which would time something else. */
+        const REAL alpha = r % 2 == 0 ? -lr : lr;
         const REAL *in = X;
         for (int l = 0; l < net->n_layers; l++) {
             const cbp_layer *L = &net->layers[l];
@@ -353,9 +358,9 @@ void FN(net_blas_floor)(const cbp_net *net, int n, const REAL *X, REAL lr, int64
             const cbp_layer *L = &net->layers[l];
             const REAL *a = FN(layer_input)(net, l, X);
             if (n == 1)
-                FN(ger_rm)(net->blas, L->n_out, L->n_in, -lr, L->D, a, LAYER_W(net, L));
+                FN(ger_rm)(net->blas, L->n_out, L->n_in, alpha, L->D, a, LAYER_W(net, L));
             else
-                FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, -lr, L->D, L->n_out, a,
+                FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, alpha, L->D, L->n_out, a,
                             L->n_in, 1, LAYER_W(net, L), L->n_in);
         }
     }
