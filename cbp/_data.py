@@ -49,7 +49,15 @@ def _convert(a: np.ndarray, dtype) -> np.ndarray:
     # finiteness check reports as a ValueError naming the row; NumPy's
     # "overflow encountered in cast" warning would only add noise.
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.ascontiguousarray(a, dtype=dtype)
+        return _c_aligned(a, dtype)
+
+
+def _c_aligned(a: np.ndarray, dtype) -> np.ndarray:
+    """`a` as a C-contiguous, aligned ndarray of `dtype` (a copy only where
+    needed).  np.ascontiguousarray alone keeps an unaligned buffer, which C
+    must not read."""
+    b = np.ascontiguousarray(a, dtype=dtype)
+    return b if b.flags.aligned else b.copy()
 
 
 def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
@@ -88,7 +96,7 @@ def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str =
             bad = int(np.flatnonzero((a < 0) | (a >= n_out))[0])
             raise ValueError(f"{what} labels must lie in [0, {n_out}) for a network with "
                              f"{n_out} outputs; row {bad} holds {a[bad].item()!r}")
-        return np.ascontiguousarray(a, dtype=np.int64)
+        return _c_aligned(a, np.int64)
     if a.ndim == 1 and n_out == 1:
         a = a.reshape(-1, 1)
     if a.ndim != 2 or a.shape[1] != n_out:

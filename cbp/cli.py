@@ -400,9 +400,28 @@ def cmd_gradcheck(args, out) -> int:
 
 
 def cmd_bench(args, out) -> int:
+    if args.full:
+        extra = list(args.suite_args)
+        return _run_full_benchmarks(extra[1:] if extra[:1] == ["--"] else extra)
     from . import _bench
 
     return _bench.run(args.seconds, out)
+
+
+def _run_full_benchmarks(extra) -> int:
+    """Run benchmarks/run.py of the source tree (it is not installed with
+    the wheel): found next to the package (a source checkout or editable
+    install) or in the current directory."""
+    import pathlib
+    import subprocess
+
+    here = pathlib.Path(__file__).resolve().parent.parent
+    for root in (here, pathlib.Path.cwd()):
+        script = root / "benchmarks" / "run.py"
+        if script.is_file():
+            return subprocess.call([sys.executable, str(script), *extra])
+    raise FileNotFoundError("the full benchmark suite is benchmarks/run.py of cbp's source "
+                            "tree; run 'cbp bench --full' from a checkout")
 
 
 # ---------------------------------------------------------------- parser
@@ -481,7 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="about 3 seconds (the default)")
     budget.add_argument("--seconds", type=_positive_float, metavar="N",
                         help="about N seconds in all")
-    p.set_defaults(run=cmd_bench, seconds=3.0)
+    budget.add_argument("--full", action="store_true",
+                        help="run the full suite, benchmarks/run.py of the source tree "
+                        "(against the BLAS floor, NumPy, PyTorch, JAX, scikit-learn); "
+                        "arguments after -- go to it")
+    p.add_argument("suite_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(run=cmd_bench, seconds=3.0, full=False)
     return parser
 
 

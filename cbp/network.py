@@ -146,7 +146,7 @@ class Network:
 
     @classmethod
     def mlp(cls, sizes, activation="relu", loss="softmax_cross_entropy", dtype="float32",
-            seed=None):
+            seed=None) -> Network:
         """A multilayer perceptron: ``sizes = [in, hidden…, out]``, every
         hidden layer with `activation`, the last layer ``identity``.
 
@@ -338,7 +338,7 @@ class Network:
 
     # ------------------------------------------------------------ fit
     def fit(self, X, y, *, epochs=10, batch_size=32, optimizer=None, shuffle=True,
-            validation_data=None, progress=None, callbacks=None, sample_weight=None):
+            validation_data=None, progress=None, callbacks=None, sample_weight=None) -> History:
         """Train with mini-batch gradient descent.
 
         Parameters

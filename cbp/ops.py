@@ -52,7 +52,7 @@ def activation_code(name) -> int:
                          f"{', '.join(ACTIVATIONS)}") from None
 
 
-def linear_forward(x, W, b, *, out=None):
+def linear_forward(x, W, b, *, out=None) -> np.ndarray:
     """Affine map of a fully connected layer.
 
     Vector form ``z = W x + b`` (``x`` of shape ``(in,)``, BLAS ``gemv``);
@@ -85,7 +85,7 @@ def linear_forward(x, W, b, *, out=None):
     return finish(target, out)
 
 
-def outer(delta, x, *, out=None):
+def outer(delta, x, *, out=None) -> np.ndarray:
     """Weight gradient of a fully connected layer.
 
     Vector form ``dW = δ xᵀ`` (the outer product, BLAS ``ger``); batch form
@@ -116,7 +116,7 @@ def outer(delta, x, *, out=None):
     return finish(target, out)
 
 
-def matvec_t(W, delta, *, out=None):
+def matvec_t(W, delta, *, out=None) -> np.ndarray:
     """Input gradient of a fully connected layer.
 
     Vector form ``dx = Wᵀ δ`` (BLAS ``gemv`` with the transpose); batch form
@@ -146,7 +146,7 @@ def matvec_t(W, delta, *, out=None):
     return finish(target, out)
 
 
-def linear_backward(delta, x, W):
+def linear_backward(delta, x, W) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All three gradients of a fully connected layer ``z = W x + b``.
 
     Vector form ``(dW, db, dx) = (δ xᵀ, δ, Wᵀ δ)``; batch form
@@ -189,7 +189,7 @@ def linear_backward(delta, x, W):
     return dW, db, dx
 
 
-def backprop_delta(W_next, delta_next, z, activation, *, out=None):
+def backprop_delta(W_next, delta_next, z, activation, *, out=None) -> np.ndarray:
     """One step of the error recurrence, fused:
     ``δ = (W_nextᵀ δ_next) ⊙ σ'(z)``.
 
@@ -240,7 +240,7 @@ def _elementwise(fn, kernel, act, z, out):
     return finish(target, out)
 
 
-def activation_forward(name, z, *, out=None):
+def activation_forward(name, z, *, out=None) -> np.ndarray:
     """``σ(z)`` element-wise, for any shape.
 
     Parameters
@@ -258,7 +258,7 @@ def activation_forward(name, z, *, out=None):
                         activation_code(name), z, out)
 
 
-def activation_derivative(name, z, *, out=None):
+def activation_derivative(name, z, *, out=None) -> np.ndarray:
     """``σ'(z)`` element-wise, for any shape.  ``relu``'s derivative is 0
     at ``z = 0``; ``leaky_relu``'s is 0.01 there.
 
@@ -301,7 +301,7 @@ def _labels(fn, y, n, n_classes, vector):
     return np.ascontiguousarray(y, dtype=np.int64)
 
 
-def softmax_cross_entropy(z, y):
+def softmax_cross_entropy(z, y) -> tuple[float, np.ndarray]:
     """Softmax cross-entropy with its gradient, in one pass (log-sum-exp).
 
     Vector form: ``loss = −log softmax(z)[y]``, ``dz = softmax(z) − onehot(y)``.
@@ -348,7 +348,7 @@ def _same_shape(fn, first_name, arrays):
         require_shape(fn, name, a, first.shape, f"(the shape of {first_name})")
 
 
-def add_gate_backward(dz):
+def add_gate_backward(dz) -> tuple[np.ndarray, np.ndarray]:
     """Backward of the add gate ``z = x + y``: the distributor,
     ``(dx, dy) = (dz, dz)``.
 
@@ -369,7 +369,7 @@ def add_gate_backward(dz):
     return dx, dy
 
 
-def mul_gate_backward(dz, x, y):
+def mul_gate_backward(dz, x, y) -> tuple[np.ndarray, np.ndarray]:
     """Backward of the mul gate ``z = x · y``: the switcher,
     ``(dx, dy) = (dz · y, dz · x)`` element-wise.
 
@@ -394,7 +394,7 @@ def mul_gate_backward(dz, x, y):
     return dx, dy
 
 
-def relu_gate_backward(dz, x, *, out=None):
+def relu_gate_backward(dz, x, *, out=None) -> np.ndarray:
     """Backward of the ReLU gate ``z = max(x, 0)``: the filter,
     ``dx = dz ⊙ [x > 0]`` (0 at ``x = 0``).
 

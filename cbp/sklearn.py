@@ -757,7 +757,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
 
-    def predict(self, X):
+    def predict(self, X) -> np.ndarray:
         """Predicted classes.
 
         Parameters
@@ -774,7 +774,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         X, out_dtype = self._check_X(X)
         return self._predict_dense(X, out_dtype)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> np.ndarray:
         """Class probabilities.
 
         Parameters
@@ -794,7 +794,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.vstack([1 - y_pred, y_pred]).T
         return y_pred
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X) -> np.ndarray:
         """``log(predict_proba(X))``.
 
         Parameters
@@ -808,7 +808,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
 
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None) -> MLPClassifier:
         """One epoch over the given data, continuing from the current state.
 
         Parameters
@@ -945,7 +945,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y_pred = self._net.forward(X).astype(out_dtype, copy=False)
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
-    def predict(self, X):
+    def predict(self, X) -> np.ndarray:
         """Predicted values.
 
         Parameters
@@ -960,7 +960,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, out_dtype = self._check_X(X)
         return self._predict_dense(X, out_dtype)
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None) -> MLPRegressor:
         """One epoch over the given data, continuing from the current state.
 
         Parameters
