@@ -26,7 +26,7 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         if self.compiler.compiler_type == "msvc":
-            args, link = ["/O2"], []
+            args, link = ["/O2", "/utf-8"], []  # sources are UTF-8 (comments)
         else:
             # -g0 overrides the -g that Python's own CFLAGS (sysconfig) put
             # first: debug info would triple the wheel (1.4 MB instead of

@@ -16,7 +16,8 @@ BLAS_NAMES = re.compile(r"blas|lapack|openblas|mkl", re.IGNORECASE)
 def extension_files():
     origin = importlib.util.find_spec("cbp._ops").origin
     assert origin is not None
-    return sorted(Path(origin).parent.glob("_*.so"))
+    folder = Path(origin).parent
+    return sorted([*folder.glob("_*.so"), *folder.glob("_*.pyd")])
 
 
 def test_extensions_import():
