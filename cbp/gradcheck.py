@@ -40,7 +40,9 @@ class GradcheckResult:
         self.analytic = analytic
         self.numeric = numeric
         self.eps = eps
-        self.max_rel_error = max(errors.values()) if errors else 0.0
+        # np.max, not max(): a NaN error (from a loss that overflowed) must make
+        # the result NaN, whatever its position.
+        self.max_rel_error = float(np.max(list(errors.values()))) if errors else 0.0
 
     def passed(self, tol=1e-6) -> bool:
         """Whether ``max_rel_error <= tol``.

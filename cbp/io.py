@@ -4,7 +4,7 @@ A model file is an uncompressed ``.npz`` (a zip archive) holding exactly
 two members:
 
 - ``meta.npy``: a 1-D uint8 array, the UTF-8 bytes of a JSON document
-  ``{"format": "cbp.model", "version": 1, "architecture": {...},
+  ``{"format": "cbp.model", "version": 2, "architecture": {...},
   "n_params": N, "dtype": "float32", "sha256": "..."}``;
 - ``params.npy``: the flat parameter buffer ``[W1, b1, W2, b2, …]``.
 
@@ -31,14 +31,20 @@ from .errors import ModelFormatError
 __all__ = ["save", "load", "FORMAT", "VERSION"]
 
 FORMAT = "cbp.model"
-VERSION = 1
+VERSION = 2  # 2: the checksum covers the architecture too
 _MEMBERS = {"meta.npy", "params.npy"}
 _MAX_META_BYTES = 1 << 20
 _NPY_HEADER_BYTES = 1 << 12
 
 
-def _digest(params: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()
+def _digest(architecture: dict, params: np.ndarray) -> str:
+    """SHA-256 over the architecture (canonical JSON) and the parameter
+    bytes, so an edit to either is caught (an integrity check against
+    damage and careless edits, not a signature)."""
+    h = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode("utf-8"))
+    h.update(b"\0")
+    h.update(np.ascontiguousarray(params).tobytes())
+    return h.hexdigest()
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -86,7 +92,7 @@ def save(net, path) -> None:
         config = net.get_config()
     meta = {"format": FORMAT, "version": VERSION, "architecture": config,
             "n_params": int(params.size), "dtype": params.dtype.name,
-            "sha256": _digest(params)}
+            "sha256": _digest(config, params)}
     meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -227,8 +233,9 @@ def load(path):
     if params.dtype != np.dtype(arch["dtype"]) or params.shape != (n_params,):
         raise ModelFormatError(f"parameters have dtype {params.dtype} and shape "
                                f"{params.shape}, expected {arch['dtype']} ({n_params},)")
-    if _digest(params) != meta.get("sha256"):
-        raise ModelFormatError("parameters do not match their checksum: the file was altered")
+    if _digest(arch, params) != meta.get("sha256"):
+        raise ModelFormatError("architecture and parameters do not match their checksum: "
+                               "the file was altered")
     net = Network.from_config(arch)
     net._params[...] = params
     return net

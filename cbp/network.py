@@ -566,8 +566,9 @@ class Network:
             return result
         if w is not None:
             rows = correct.reshape(len(y), -1).mean(axis=1)
-            total = float(w.sum())
-            result["accuracy"] = float(rows @ w / total) if total > 0 else 0.0
+            w64 = w.astype(np.float64)  # float32 sums could round past 1
+            total = float(w64.sum())
+            result["accuracy"] = min(1.0, float(rows @ w64) / total) if total > 0 else 0.0
         else:
             result["accuracy"] = float(correct.mean())
         return result

@@ -244,7 +244,7 @@ def test_info(model, capsys):
     assert net.summary() in out
     assert f"parameters: {net.num_parameters}" in out
     assert "loss: softmax_cross_entropy" in out and "dtype: float32" in out
-    assert re.search(r"format: cbp\.model version 1$", out, re.M)
+    assert re.search(r"format: cbp\.model version 2$", out, re.M)
 
 
 # ---------------------------------------------------------------- gradcheck

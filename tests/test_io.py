@@ -297,9 +297,9 @@ def _rewrite_meta(path, out, edit):
 
 
 @pytest.mark.parametrize("edit", [
-    lambda m: m.update(version=2),
+    lambda m: m.update(version=1),
     lambda m: m.update(version=0),
-    lambda m: m.update(version="1"),
+    lambda m: m.update(version="2"),
     lambda m: m.update(version=None),
     lambda m: m.pop("version"),
     lambda m: m.update(format="other.model"),
@@ -670,3 +670,16 @@ def test_save_does_not_follow_into_partial_state_on_disk_full(tmp_path, monkeypa
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
+def test_edited_architecture_with_valid_zip_is_refused(saved, tmp_path):
+    """Changing an activation in the metadata (zip checksums recomputed) is
+    caught: the model checksum covers the architecture as well."""
+    net, path = saved
+    meta = meta_of(path)
+    meta["architecture"]["layers"][0]["activation"] = (
+        "tanh" if meta["architecture"]["layers"][0]["activation"] != "tanh" else "relu")
+    out = tmp_path / "edited.npz"
+    write_zip(out, {"meta.npy": meta_npy(meta), "params.npy": member_bytes(path, "params.npy")})
+    with pytest.raises(cbp.ModelFormatError, match="checksum"):
+        cbp.load(out)
