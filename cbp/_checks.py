@@ -93,6 +93,8 @@ def output(fn: str, out, shape, dtype, inputs=(), elementwise: bool = False):
                          f"{tuple(out.strides)}")
     if not out.flags.writeable:
         raise ValueError(f"{fn}: out must be writable, got a read-only array")
+    if not out.flags.aligned:  # C stores REALs: write a scratch array, then copy
+        return np.empty(shape, dtype=dtype), out
     for a in inputs:
         if np.may_share_memory(out, a):
             same = (elementwise and a.shape == out.shape

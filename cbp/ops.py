@@ -298,7 +298,8 @@ def _labels(fn, y, n, n_classes, vector):
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         bad = int(y[(y < 0) | (y >= n_classes)][0])
         raise ValueError(f"{fn}: labels must lie in [0, {n_classes}); got {bad}")
-    return np.ascontiguousarray(y, dtype=np.int64)
+    # Aligned as well as contiguous: C reads the labels as int64_t.
+    return np.require(y, dtype=np.int64, requirements=["C", "A"])
 
 
 def softmax_cross_entropy(z, y) -> tuple[float, np.ndarray]:
