@@ -941,7 +941,14 @@ def test_fuzz_gradcheck(data):
     if (clean and eps is None and all(l.activation in SMOOTH for l in net.layers)
             and np.abs(Xc).max(initial=0) < 10):
         event("gradcheck: compared")
-        assert result.max_rel_error < 1e-5, result
+        # Element-wise relative error, with an absolute floor at the finite
+        # differences' rounding noise (~1e-16 |L| / eps): API.md's 1e-8 floor
+        # lets an entry near 1e-7 show a large relative error with nothing
+        # wrong (seen: a gelu net, max_rel_error 1.3e-4 on a 1e-7 entry).
+        for name in names:
+            a, num = result.analytic[name], result.numeric[name]
+            scale = np.maximum(np.abs(a), np.abs(num))
+            assert np.all(np.abs(a - num) <= 1e-5 * scale + 1e-9), (name, a, num)
 
 
 def test_gradcheck_with_a_nan_error_does_not_pass():
