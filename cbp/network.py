@@ -203,7 +203,9 @@ class Network:
         return [p for layer in self.layers for p in (layer.W, layer.b)]
 
     def gradients(self) -> list:
-        """``[dW1, db1, …]``, aligned with :meth:`parameters`."""
+        """``[dW1, db1, …]``, aligned with :meth:`parameters`: the
+        gradients written by the last :meth:`backward` (plain-SGD steps of
+        :meth:`train_step` and :meth:`fit` do not store theirs)."""
         return [g for layer in self.layers for g in (layer.dW, layer.db)]
 
     # ------------------------------------------------------------ data
@@ -286,8 +288,9 @@ class Network:
         optimizer : Optimizer or str
             Pass the same :class:`Optimizer` object at every step: it
             holds the state (momentum buffer, Adam's moments and step
-            count).  A name (``"sgd"``, ``"adam"``, ``"adamw"``) makes a
-            new optimizer, with fresh state, at every call.
+            count).  A name (``"sgd"``, ``"adam"``, ``"adamw"``) means that
+            optimizer with its defaults, one per network and name, kept
+            between calls (so its state carries over too).
         sample_weight : array-like, shape (n,), optional
             Non-negative weights; the loss is ``Σ wᵢ lᵢ / Σ wᵢ``.
 
@@ -295,6 +298,14 @@ class Network:
         -------
         float
             The loss of the batch before the update.
+
+        Notes
+        -----
+        With plain SGD (no momentum, no weight decay) the update is folded
+        into the weight products (``W ← W − lr Δᵀ A``, one BLAS call per
+        layer), so the gradient is never stored: ``dW``/``db`` keep what
+        the last :meth:`backward` (or non-fused step) wrote.  Call
+        :meth:`backward` to inspect gradients.
 
         Raises
         ------
