@@ -60,6 +60,15 @@ def _c_aligned(a: np.ndarray, dtype) -> np.ndarray:
     return b if b.flags.aligned else b.copy()
 
 
+def _finite_of_dtype(what: str, a: np.ndarray, dtype) -> np.ndarray:
+    """`a` converted to `dtype` (C-contiguous, aligned), or a ValueError
+    naming the first row holding NaN/inf or a value beyond the dtype."""
+    b = _convert(a, dtype)
+    if not np.isfinite(b).all():
+        _nonfinite_error(what, a, b)
+    return b
+
+
 def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
     """X as a C-contiguous (n, n_in) array of dtype, finite."""
     a = _numeric_array(what, X)
@@ -70,10 +79,7 @@ def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
     if a.shape[1] != n_in:
         raise ValueError(f"{what} must have {n_in} columns (the network's input size), "
                          f"got shape {shape_str(a.shape)}")
-    b = _convert(a, dtype)
-    if not np.isfinite(b).all():
-        _nonfinite_error(what, a, b)
-    return b
+    return _finite_of_dtype(what, a, dtype)
 
 
 def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str = "y"):
@@ -106,10 +112,7 @@ def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str =
     if a.shape[0] != n:
         raise ValueError(f"X and {what} must have the same number of rows: "
                          f"X has {n}, {what} has {a.shape[0]}")
-    b = _convert(a, dtype)
-    if not np.isfinite(b).all():
-        _nonfinite_error(what, a, b)
-    a = b
+    a = _finite_of_dtype(what, a, dtype)
     if loss == "binary_cross_entropy" and a.size and (a.min() < 0 or a.max() > 1):
         raise ValueError(f"{what} must lie in [0, 1] for binary_cross_entropy, got values "
                          f"in [{a.min()}, {a.max()}]")
@@ -123,10 +126,7 @@ def check_sample_weight(w, n: int, dtype: np.dtype):
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},) (one weight per row), "
                          f"got {shape_str(a.shape)}")
-    b = _convert(a, dtype)
-    if not np.isfinite(b).all():
-        _nonfinite_error("sample_weight", a, b)
-    a = b
+    a = _finite_of_dtype("sample_weight", a, dtype)
     if a.size and a.min() < 0:
         raise ValueError(f"sample_weight must be non-negative; row "
                          f"{int(np.flatnonzero(a < 0)[0])} holds {a[a < 0][0].item()!r}")
