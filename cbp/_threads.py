@@ -22,8 +22,12 @@ import sys
 from . import _engine
 
 # Work of one training step, 6 · rows · parameters flops, below which one
-# BLAS thread is used (the M 784-256-128-10 network at batch 128 is 1.8e8).
-SINGLE_THREAD_WORK = 1e9
+# BLAS thread is used.  Measured on 2 idle cores (fit, float32, 1 vs 2
+# threads): 784-256-128-10 at batch 1 (1.4e6) 37 vs 75 µs, batch 4
+# (5.6e6) 68 vs 70, batch 8 (1.1e7) 193 vs 174, batch 32 (4.5e7) 559 vs
+# 386; 64-32-10 at batch 256 (3.6e6) 74 vs 76, batch 1024 (1.5e7) 335 vs
+# 318; 784-2048-2048-10 at batch 1 (3.5e7) 1,952 vs 924.
+SINGLE_THREAD_WORK = 1e7
 
 _bound = None
 
