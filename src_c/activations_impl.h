@@ -81,16 +81,19 @@ static inline REAL FN(gelu_d)(REAL z)
     default: break;                                                          \
     }
 
+CBP_VECTOR_CLONES
 void FN(activation_forward)(int act, ptrdiff_t size, const REAL *z, REAL *a)
 {
     CBP_DISPATCH(, a, =)
 }
 
+CBP_VECTOR_CLONES
 void FN(activation_derivative)(int act, ptrdiff_t size, const REAL *z, REAL *d)
 {
     CBP_DISPATCH(_d, d, =)
 }
 
+CBP_VECTOR_CLONES
 void FN(activation_backward)(int act, ptrdiff_t size, const REAL *z, REAL *g)
 {
     if (act == CBP_IDENTITY)

@@ -18,6 +18,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* CBP_VECTOR_CLONES marks an element-wise loop that GCC compiles twice on
+ * x86-64 Linux: for AVX2 and for the baseline (SSE2), picked at load time
+ * by the CPU (target_clones, an ifunc).  Only vector width changes: AVX2
+ * without FMA, so no multiply-add is contracted and both clones round
+ * every operation alike (bit-identical results).  Elsewhere (other
+ * compilers, platforms, or CBP_NO_CLONES) it is empty. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(CBP_NO_CLONES)
+#define CBP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CBP_VECTOR_CLONES
+#endif
+
 /* ------------------------------------------------------------------ */
 /* BLAS: the Fortran interface exported by scipy.linalg.cython_blas.   */
 /* Column-major, every argument by pointer.  Cython fills the table.   */

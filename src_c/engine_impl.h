@@ -124,23 +124,38 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
 }
 
 /* max |x_i|, or +inf if some x_i is not finite.  On IEEE bits with the
- * sign cleared, the order of |x| is the order of unsigned integers and
- * every non-finite value is >= the bits of +inf; an integer max-reduction
- * vectorizes where a NaN-aware float one would not. */
+ * sign cleared, read as a signed integer, the order of |x| is the order of
+ * the integers, and every non-finite value is >= the bits of +inf; an
+ * integer max-reduction vectorizes where a NaN-aware float one would not.
+ * Four accumulators keep the reduction from waiting on itself. */
+CBP_VECTOR_CLONES
 static double FN(max_abs)(ptrdiff_t size, const REAL *x)
 {
-    const UREAL abs_mask = ~(UREAL)0 >> 1;
-    UREAL m = 0;
-    for (ptrdiff_t i = 0; i < size; i++) {
-        UREAL b;
+    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
+    IREAL m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+    ptrdiff_t i = 0;
+    for (; i + 4 <= size; i += 4) {
+        IREAL b[4];
+        memcpy(b, x + i, sizeof b);
+        b[0] &= abs_mask, b[1] &= abs_mask, b[2] &= abs_mask, b[3] &= abs_mask;
+        m0 = b[0] > m0 ? b[0] : m0;
+        m1 = b[1] > m1 ? b[1] : m1;
+        m2 = b[2] > m2 ? b[2] : m2;
+        m3 = b[3] > m3 ? b[3] : m3;
+    }
+    for (; i < size; i++) {
+        IREAL b;
         memcpy(&b, x + i, sizeof b);
         b &= abs_mask;
-        m = b > m ? b : m;
+        m0 = b > m0 ? b : m0;
     }
-    if (m >= INF_BITS)
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    m0 = m2 > m0 ? m2 : m0;
+    if (m0 >= INF_BITS)
         return INFINITY;
     REAL r;
-    memcpy(&r, &m, sizeof r);
+    memcpy(&r, &m0, sizeof r);
     return (double)r;
 }
 
@@ -226,6 +241,18 @@ double FN(net_loss)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
     return loss;
 }
 
+/* The optimizer step from the stored gradient.  optim_update refuses any
+ * step with a non-finite new value, which every non-finite gradient entry
+ * gives (it propagates through each rule); only then is the gradient
+ * scanned, to tell the caller which it was. */
+static int FN(checked_update)(const cbp_net *net, cbp_optim *opt)
+{
+    int status = FN(optim_update)(opt, net->n_params, net->params, net->grads);
+    if (status == CBP_NONFINITE_UPDATE && !FN(all_finite)(net->n_params, net->grads))
+        return CBP_NONFINITE_GRADIENT;
+    return status;
+}
+
 /* Plain SGD (no momentum, no weight decay) on a batch that fits the
  * workspace takes the fused path: the update is folded into the weight
  * products and the gradient is never stored. */
@@ -243,11 +270,9 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
         *loss = FN(net_loss)(net, n, X, target, w, 1, NULL, &weight_total);
         if (!isfinite(*loss))
             return CBP_NONFINITE_LOSS;
-        if (!FN(all_finite)(net->n_params, net->grads))
-            return CBP_NONFINITE_GRADIENT;
         if (weight_total > 0)
-            return FN(optim_update)(opt, net->n_params, net->params, net->grads);
-        return CBP_OK;
+            return FN(checked_update)(net, opt);
+        return CBP_OK; /* Σ w = 0: the gradient is zero */
     }
     /* The fused path: the batch is one chunk. */
     weight_total = (double)n;
@@ -269,9 +294,7 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
     }
     /* Near overflow: store the gradient, then check it and the update. */
     FN(layer_gradients)(net, (int)n, X, 0);
-    if (!FN(all_finite)(net->n_params, net->grads))
-        return CBP_NONFINITE_GRADIENT;
-    return FN(optim_update)(opt, net->n_params, net->params, net->grads);
+    return FN(checked_update)(net, opt);
 }
 
 /* Copy rows order[first .. first + n) of X, the targets and the weights

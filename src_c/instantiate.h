@@ -11,7 +11,8 @@
  *                BLAS(gemm) is blas->sgemm / blas->dgemm
  *   R(x)         a literal of type REAL, so float code stays float
  *   REAL_MAX     the largest finite REAL (FLT_MAX / DBL_MAX)
- *   UREAL        the unsigned integer type of REAL's width (its bits)
+ *   IREAL        the signed integer type of REAL's width: the bits of |x|
+ *                (sign cleared) read as IREAL order like |x|
  *   INF_BITS     the bits of +infinity: |x|'s bits are >= it iff x is not finite
  *
  * Usage:  #define CBP_TEMPLATE "kernels_impl.h"
@@ -31,8 +32,8 @@
 #define BLAS(name) blas->s##name
 #define R(x) ((float)(x))
 #define REAL_MAX FLT_MAX
-#define UREAL uint32_t
-#define INF_BITS UINT32_C(0x7f800000)
+#define IREAL int32_t
+#define INF_BITS INT32_C(0x7f800000)
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN
@@ -40,7 +41,7 @@
 #undef BLAS
 #undef R
 #undef REAL_MAX
-#undef UREAL
+#undef IREAL
 #undef INF_BITS
 
 #define REAL double
@@ -49,8 +50,8 @@
 #define BLAS(name) blas->d##name
 #define R(x) ((double)(x))
 #define REAL_MAX DBL_MAX
-#define UREAL uint64_t
-#define INF_BITS UINT64_C(0x7ff0000000000000)
+#define IREAL int64_t
+#define INF_BITS INT64_C(0x7ff0000000000000)
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN
@@ -58,7 +59,7 @@
 #undef BLAS
 #undef R
 #undef REAL_MAX
-#undef UREAL
+#undef IREAL
 #undef INF_BITS
 
 #undef CBP_TEMPLATE

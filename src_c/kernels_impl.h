@@ -50,6 +50,7 @@ void FN(outer)(const cbp_blas *blas, int n, int n_out, int n_in, const REAL *Del
  * row-major) into a block of double accumulators, so the sum runs in
  * double for both precisions.  The bias update b ← b − lr Σ Δ is the
  * call with beta = 1, alpha = −lr. */
+CBP_VECTOR_CLONES
 void FN(bias_sum)(ptrdiff_t n, int n_out, const REAL *Delta, REAL beta, REAL alpha,
                   REAL *db)
 {
@@ -112,6 +113,7 @@ void FN(backprop_delta)(const cbp_blas *blas, int act, int n, int n_next, int n_
 
 /* 1 if every x_i is finite, else 0.  An OR-reduction without branches,
  * so it vectorizes. */
+CBP_VECTOR_CLONES
 int FN(all_finite)(ptrdiff_t size, const REAL *x)
 {
     int bad = 0;

@@ -8,7 +8,8 @@
  * Each rule is one loop body used twice: `commit = 0` only checks that
  * every new parameter and state value would be finite (a dry run, which
  * writes nothing), `commit = 1` writes them.  So a diverging step can be
- * refused before it touches the parameters.
+ * refused before it touches the parameters.  Adam's dry run first tries a
+ * bound that needs no square root or division (see adam_pass).
  */
 
 /* SGD (torch.optim.SGD):
@@ -58,9 +59,22 @@ static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
  *   AdamW: p ← p (1 − lr λ);   Adam: g ← g + λ p
  *   m ← m + (1 − β1)(g − m)              (lerp)
  *   v ← β2 v + (1 − β2) g²
- *   p ← p − (lr / (1 − β1ᵗ)) m / (√v / √(1 − β2ᵗ) + ε) */
+ *   p ← p − (lr / (1 − β1ᵗ)) m / (√v / √(1 − β2ᵗ) + ε)
+ *
+ * `mode` ADAM_BOUND is a cheaper dry run: no square root or division.
+ * Since √v / √(1 − β2ᵗ) ≥ 0, the denominator is at least ε, so
+ * |new p| ≤ |p (1 − lr λ)| + (lr / (1 − β1ᵗ)) |m| / ε; when that bound (and
+ * m, v) stay below half the largest REAL, the exact update is finite —
+ * rounding adds a few ulps, not a factor of two.  It answers "finite" or
+ * "don't know" (ε = 0, huge values, non-finite gradients); on "don't
+ * know" the exact dry run (ADAM_CHECK) decides. */
+#ifndef CBP_ADAM_MODES
+#define CBP_ADAM_MODES
+enum { ADAM_BOUND, ADAM_CHECK, ADAM_COMMIT };
+#endif
+
 static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
-                                const REAL *grad, const int commit)
+                                const REAL *grad, const int mode)
 {
     const int decoupled = opt->kind == CBP_ADAMW;
     const REAL wd = (REAL)opt->weight_decay;
@@ -70,6 +84,8 @@ static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, RE
     const REAL step_size = (REAL)(opt->lr / (1 - pow(opt->beta1, (double)t)));
     const REAL bc2_sqrt = (REAL)sqrt(1 - pow(opt->beta2, (double)t));
     const REAL eps = (REAL)opt->eps;
+    const REAL step_over_eps = (REAL)((double)step_size / (double)eps); /* inf if ε = 0 */
+    const REAL half_max = REAL_MAX / 2;
     REAL *m = opt->buf1, *v = opt->buf2;
     int bad = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -80,9 +96,14 @@ static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, RE
             g = g + wd * pi;
         REAL mi = m[i] + one_minus_b1 * (g - m[i]);
         REAL vi = v[i] * b2 + one_minus_b2 * g * g;
+        if (mode == ADAM_BOUND) {
+            REAL bound = M(fabs)(pi) + step_over_eps * M(fabs)(mi);
+            bad |= !(bound <= half_max) | !(M(fabs)(mi) <= half_max) | !(vi <= half_max);
+            continue;
+        }
         REAL denom = M(sqrt)(vi) / bc2_sqrt + eps;
         pi = pi + (-step_size) * (mi / denom);
-        if (commit) {
+        if (mode == ADAM_COMMIT) {
             m[i] = mi;
             v[i] = vi;
             p[i] = pi;
@@ -94,19 +115,47 @@ static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, RE
     return bad;
 }
 
+/* One clone set per pass (CBP_VECTOR_CLONES), each with its mode fixed. */
+CBP_VECTOR_CLONES
+static int FN(adam_bound)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+{
+    return FN(adam_pass)(opt, t, n, p, g, ADAM_BOUND);
+}
+CBP_VECTOR_CLONES
+static int FN(adam_check)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+{
+    return FN(adam_pass)(opt, t, n, p, g, ADAM_CHECK);
+}
+CBP_VECTOR_CLONES
+static int FN(adam_commit)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+{
+    return FN(adam_pass)(opt, t, n, p, g, ADAM_COMMIT);
+}
+CBP_VECTOR_CLONES
+static int FN(sgd_check)(const cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
+{
+    return FN(sgd_pass)(opt, n, p, g, 0);
+}
+CBP_VECTOR_CLONES
+static int FN(sgd_commit)(const cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
+{
+    return FN(sgd_pass)(opt, n, p, g, 1);
+}
+
 int FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
 {
     if (opt->kind == CBP_SGD) {
-        if (FN(sgd_pass)(opt, n, p, g, 0))
+        if (FN(sgd_check)(opt, n, p, g))
             return CBP_NONFINITE_UPDATE;
-        FN(sgd_pass)(opt, n, p, g, 1);
+        FN(sgd_commit)(opt, n, p, g);
         if (opt->momentum != 0) /* the momentum buffer now holds a value */
             opt->step += 1;
         return CBP_OK;
     }
-    if (FN(adam_pass)(opt, opt->step + 1, n, p, g, 0))
+    int64_t t = opt->step + 1;
+    if (FN(adam_bound)(opt, t, n, p, g) && FN(adam_check)(opt, t, n, p, g))
         return CBP_NONFINITE_UPDATE;
-    FN(adam_pass)(opt, opt->step + 1, n, p, g, 1);
+    FN(adam_commit)(opt, t, n, p, g);
     opt->step += 1;
     return CBP_OK;
 }

@@ -621,6 +621,38 @@ def test_train_step_divergence_leaves_parameters_unchanged():
     assert np.isfinite(net.train_step(X, y, cbp.SGD(lr=0.01)))
 
 
+@pytest.mark.parametrize("optimizer", [cbp.SGD(lr=0.1), cbp.SGD(lr=0.1, momentum=0.9),
+                                       cbp.Adam(lr=0.1)], ids=["sgd", "momentum", "adam"])
+def test_non_finite_gradient_with_finite_loss_is_named(optimizer):
+    # float32 outputs of 2e20: the MSE loss, summed in double, is 4e40 and
+    # finite, but ∂loss/∂W = 2 (p − y) x = 4e40 overflows float32.
+    net = cbp.Network([cbp.Dense(2, 1)], loss="mse", dtype="float32")
+    net.layers[0].W[...] = 1.0
+    net.layers[0].b[...] = 0.0
+    before = params_of(net)
+    X = np.full((1, 2), 1e20, dtype=np.float32)
+    with pytest.raises(cbp.DivergenceError, match="a gradient is not finite"):
+        net.train_step(X, np.zeros((1, 1), dtype=np.float32), optimizer)
+    assert_params_equal(before, params_of(net))
+
+
+def test_adam_with_zero_eps_refuses_a_zero_over_zero_update():
+    # ε = 0 and a parameter whose gradient is exactly 0 (a weight on an
+    # all-zero input column): Adam's m / √v is 0 / 0.  The step is refused
+    # and nothing changes; with ε > 0 the same step is taken.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 4))
+    X[:, 0] = 0.0
+    y = rng.integers(0, 3, size=16)
+    net = cbp.Network.mlp([4, 8, 3], seed=0)
+    before = params_of(net)
+    with pytest.raises(cbp.DivergenceError, match="the update would make a parameter non-finite"):
+        net.train_step(X, y, cbp.Adam(lr=0.01, eps=0.0))
+    assert_params_equal(before, params_of(net))
+    assert np.isfinite(net.train_step(X, y, cbp.Adam(lr=0.01)))
+    assert all_finite(net)
+
+
 def test_divergence_is_catchable_as_floating_point_error():
     X, y = _regression()
     net = cbp.Network.mlp([6, 16, 2], loss="mse", seed=0)

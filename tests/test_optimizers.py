@@ -47,6 +47,9 @@ CONFIGS = [
     ("adam-default", "adam", dict()),
     ("adam-weight-decay", "adam", dict(lr=0.01, weight_decay=0.1)),
     ("adam-custom", "adam", dict(lr=0.02, beta1=0.8, beta2=0.99, eps=1e-6)),
+    # ε = 0 leaves Adam's cheap finiteness bound undecided (it divides by
+    # ε), so every step goes through the exact dry run before the commit.
+    ("adam-eps-zero", "adam", dict(lr=0.01, eps=0.0)),
     ("adamw-default", "adamw", dict()),
     ("adamw-custom", "adamw", dict(lr=0.01, beta1=0.85, beta2=0.95, eps=1e-7,
                                    weight_decay=0.2)),
