@@ -126,36 +126,22 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
 /* max |x_i|, or +inf if some x_i is not finite.  On IEEE bits with the
  * sign cleared, read as a signed integer, the order of |x| is the order of
  * the integers, and every non-finite value is >= the bits of +inf; an
- * integer max-reduction vectorizes where a NaN-aware float one would not.
- * Four accumulators keep the reduction from waiting on itself. */
+ * integer max-reduction vectorizes where a NaN-aware float one would not. */
 CBP_VECTOR_CLONES
 static double FN(max_abs)(ptrdiff_t size, const REAL *x)
 {
     const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
-    IREAL m0 = 0, m1 = 0, m2 = 0, m3 = 0;
-    ptrdiff_t i = 0;
-    for (; i + 4 <= size; i += 4) {
-        IREAL b[4];
-        memcpy(b, x + i, sizeof b);
-        b[0] &= abs_mask, b[1] &= abs_mask, b[2] &= abs_mask, b[3] &= abs_mask;
-        m0 = b[0] > m0 ? b[0] : m0;
-        m1 = b[1] > m1 ? b[1] : m1;
-        m2 = b[2] > m2 ? b[2] : m2;
-        m3 = b[3] > m3 ? b[3] : m3;
-    }
-    for (; i < size; i++) {
+    IREAL m = 0;
+    for (ptrdiff_t i = 0; i < size; i++) {
         IREAL b;
         memcpy(&b, x + i, sizeof b);
         b &= abs_mask;
-        m0 = b > m0 ? b : m0;
+        m = b > m ? b : m;
     }
-    m0 = m1 > m0 ? m1 : m0;
-    m2 = m3 > m2 ? m3 : m2;
-    m0 = m2 > m0 ? m2 : m0;
-    if (m0 >= INF_BITS)
+    if (m >= INF_BITS)
         return INFINITY;
     REAL r;
-    memcpy(&r, &m0, sizeof r);
+    memcpy(&r, &m, sizeof r);
     return (double)r;
 }
 

@@ -15,7 +15,12 @@ static inline double FN(row_scale)(const REAL *w, ptrdiff_t i, double weight_tot
 /* Softmax cross-entropy.  For one row z with label y:
  *   l  = −log softmax(z)[y] = logsumexp(z) − z[y]
  *   ∂l/∂z = softmax(z) − onehot(y)
- * logsumexp subtracts the row maximum first, so no exp overflows. */
+ * logsumexp subtracts the row maximum first, so no exp overflows.  Three
+ * passes, so that the exponentials run as one vectorized loop over the
+ * whole batch: shift each row by its maximum (adding the loss's
+ * zmax − z_y term), exponentiate, then normalize each row (adding its
+ * log Σ e term).  dZ may alias Z. */
+CBP_VECTOR_CLONES
 double FN(softmax_cross_entropy)(ptrdiff_t n, int n_classes, const REAL *Z,
                                  const int64_t *y, const REAL *w, double weight_total,
                                  REAL *dZ)
@@ -24,21 +29,29 @@ double FN(softmax_cross_entropy)(ptrdiff_t n, int n_classes, const REAL *Z,
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL *z = Z + i * n_classes;
         REAL *dz = dZ + i * n_classes;
-        double scale = FN(row_scale)(w, i, weight_total);
         REAL zmax = z[0];
         for (int c = 1; c < n_classes; c++)
             zmax = z[c] > zmax ? z[c] : zmax;
-        double z_label = z[y[i]]; /* read before dz (which may alias z) is written */
-        double sum = 0.0;
-        for (int c = 0; c < n_classes; c++) {
-            REAL e = M(exp)(z[c] - zmax);
-            dz[c] = e;
-            sum += e;
-        }
+        double scale = FN(row_scale)(w, i, weight_total);
         if (scale != 0)
-            /* (zmax − z_y) first: zmax + log(sum) would absorb log(sum)
-             * when |zmax| is huge (1e300 + log 3 == 1e300). */
-            total += scale * (((double)zmax - z_label) + log(sum));
+            /* (zmax − z_y) on its own: zmax + log(sum) would absorb log(sum)
+             * when |zmax| is huge (1e300 + log 3 == 1e300).  Read before
+             * dz (which may alias z) is written. */
+            total += scale * ((double)zmax - (double)z[y[i]]);
+        for (int c = 0; c < n_classes; c++)
+            dz[c] = z[c] - zmax;
+    }
+    ptrdiff_t size = n * n_classes;
+    for (ptrdiff_t k = 0; k < size; k++)
+        dZ[k] = FN(exp_nonpositive)(dZ[k]);
+    for (ptrdiff_t i = 0; i < n; i++) {
+        REAL *dz = dZ + i * n_classes;
+        double scale = FN(row_scale)(w, i, weight_total);
+        double sum = 0.0;
+        for (int c = 0; c < n_classes; c++)
+            sum += dz[c];
+        if (scale != 0)
+            total += scale * log(sum);
         double p_scale = scale / sum; /* p_c = e_c / sum */
         for (int c = 0; c < n_classes; c++)
             dz[c] = (REAL)(dz[c] * p_scale);
@@ -92,6 +105,7 @@ double FN(mean_squared_error)(ptrdiff_t n, int n_out, const REAL *P, const REAL 
 }
 
 /* softmax(z) = e^(z − max z) / Σ e^(z − max z), row by row, in place. */
+CBP_VECTOR_CLONES
 void FN(softmax_rows)(ptrdiff_t n, int n_classes, REAL *Z)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -99,11 +113,11 @@ void FN(softmax_rows)(ptrdiff_t n, int n_classes, REAL *Z)
         REAL zmax = z[0];
         for (int c = 1; c < n_classes; c++)
             zmax = z[c] > zmax ? z[c] : zmax;
+        for (int c = 0; c < n_classes; c++)
+            z[c] = FN(exp_nonpositive)(z[c] - zmax);
         double sum = 0.0;
-        for (int c = 0; c < n_classes; c++) {
-            z[c] = M(exp)(z[c] - zmax);
+        for (int c = 0; c < n_classes; c++)
             sum += z[c];
-        }
         double inv = 1.0 / sum;
         for (int c = 0; c < n_classes; c++)
             z[c] = (REAL)(z[c] * inv);

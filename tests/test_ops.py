@@ -232,6 +232,24 @@ def test_softmax_cross_entropy_batch(n, c, dtype):
                                atol=10 * c * np.finfo(dtype).eps / n)
 
 
+def test_softmax_float32_exponential_is_accurate_elementwise():
+    # The float32 softmax uses cbp's own vectorizable exp (src_c/losses.c).
+    # A row (x, 0) with label 1 gives dz₀ = eˣ / (1 + eˣ): check it entry
+    # by entry, relative to the exact value, on 200,001 points of [−87, 0]
+    # (not relative to the row's scale, as the norm-wise checks do).
+    x = np.linspace(-87.0, 0.0, 200_001).astype(np.float32)
+    Z = np.stack([x, np.zeros_like(x)], axis=1)
+    _, dZ = ops.softmax_cross_entropy(Z, np.ones(len(x), dtype=np.int64))
+    x64 = x.astype(np.float64)
+    exact = np.exp(x64) / (1.0 + np.exp(x64)) / len(x)
+    ulps = np.abs(dZ[:, 0] - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 2.0, f"max error {ulps.max():.2f} ulp at x = {x[ulps.argmax()]}"
+    # Below −87 the probability (< 1.7e-38) is flushed to 0; −inf gives 0.
+    _, dz = ops.softmax_cross_entropy(np.array([[-90.0, 0.0], [-np.inf, 0.0]], np.float32),
+                                      np.array([1, 1]))
+    assert dz[0, 0] == 0 and dz[1, 0] == 0 and np.all(np.isfinite(dz))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("c", [1, 2, 10])
 def test_softmax_cross_entropy_vector_form_is_not_divided(c, dtype):
