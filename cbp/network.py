@@ -432,7 +432,9 @@ class Network:
                         bar.set_postfix(epoch=epoch, loss=f"{losses[first + count - 1]:.4g}")
                 rows = np.full(n_batches, batch_size, dtype=np.float64)
                 rows[-1] = n - batch_size * (n_batches - 1)
-                logs = {"loss": float(losses @ rows / n)}
+                # Not `losses @ rows`: that is a BLAS call, which wakes NumPy's
+                # own OpenBLAS threads, and they spin on the cores cbp's BLAS uses.
+                logs = {"loss": float(np.sum(losses * rows) / n)}
                 if val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
                 history._append(epoch, dict(logs))
@@ -579,7 +581,7 @@ class Network:
             rows = correct.reshape(len(y), -1).mean(axis=1)
             w64 = w.astype(np.float64)  # float32 sums could round past 1
             total = float(w64.sum())
-            result["accuracy"] = min(1.0, float(rows @ w64) / total) if total > 0 else 0.0
+            result["accuracy"] = min(1.0, float(np.sum(rows * w64)) / total) if total > 0 else 0.0
         else:
             result["accuracy"] = float(correct.mean())
         return result

@@ -30,7 +30,9 @@ static inline float cbp_exp_nonpositive_f32(float x)
     pow_bits = (tb - sb + 127u) << 23; /* k + 127 in the exponent field: 2^k */
     float pow2k;
     memcpy(&pow2k, &pow_bits, sizeof pow2k);
-    return x < -87.0f ? 0.0f : y * pow2k;
+    /* × 0 below −87 (a select would keep the loop from vectorizing); NaN
+     * stays NaN through y. */
+    return y * pow2k * (float)(x >= -87.0f);
 }
 
 static inline double cbp_exp_nonpositive_f64(double x)
