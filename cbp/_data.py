@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _engine
 from ._checks import shape_str
 
 CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
@@ -64,7 +65,7 @@ def _finite_of_dtype(what: str, a: np.ndarray, dtype) -> np.ndarray:
     """`a` converted to `dtype` (C-contiguous, aligned), or a ValueError
     naming the first row holding NaN/inf or a value beyond the dtype."""
     b = _convert(a, dtype)
-    if not np.isfinite(b).all():
+    if not _engine.all_finite(b):
         _nonfinite_error(what, a, b)
     return b
 

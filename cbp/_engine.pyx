@@ -82,6 +82,26 @@ cdef void *_buffer(object a, int typenum, Py_ssize_t size, str name,
     return p if p != NULL else <void *>&BLAS
 
 
+def all_finite(cnp.ndarray a):
+    """Whether every element of `a` is finite, without the temporary
+    boolean array of ``np.isfinite(a).all()``.  `a` is a C-contiguous,
+    aligned float32 or float64 array (the callers' converted data)."""
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
+        raise ValueError("all_finite: a must be C-contiguous and aligned")
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"all_finite: a must be float32 or float64, got {a.dtype}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    cdef void *p = cnp.PyArray_DATA(a)
+    cdef int ok
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            ok = cbp_all_finite_f32(size, <const float *>p)
+        else:
+            ok = cbp_all_finite_f64(size, <const double *>p)
+    return ok != 0
+
+
 cdef class OptimizerState:
     """The C optimizer record and its state buffers (aligned with the
     network's flat parameter buffer)."""

@@ -153,8 +153,11 @@ static double FN(max_abs)(ptrdiff_t size, const REAL *x)
  * whatever p is.  So if those bounds, times max(lr, 1) (BLAS may form the
  * product before scaling it), stay below SAFE_STEP, the update is finite;
  * otherwise the step takes the checked path.  Costs one read of the
- * deltas and activations, which are small next to the weights. */
-static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, double lr)
+ * deltas and activations, which are small next to the weights; max|X| is
+ * passed in when the caller has it (x_max >= 0: gather_batch measures it
+ * while copying the rows). */
+static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, double lr,
+                                    double x_max)
 {
     const double safe_step = sizeof(REAL) == sizeof(float) ? ldexp(1.0, 127 - 23 - 3)
                                                            : ldexp(1.0, 1023 - 52 - 3);
@@ -162,7 +165,8 @@ static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, do
     for (int l = 0; l < net->n_layers; l++) {
         const cbp_layer *L = &net->layers[l];
         double d = FN(max_abs)((ptrdiff_t)n * L->n_out, L->D);
-        double a = FN(max_abs)((ptrdiff_t)n * L->n_in, FN(layer_input)(net, l, X));
+        double a = l == 0 && x_max >= 0 ? x_max
+                                         : FN(max_abs)((ptrdiff_t)n * L->n_in, FN(layer_input)(net, l, X));
         if (!(scale * d * (a > 1 ? a : 1) < safe_step)) /* false for inf and NaN too */
             return 0;
     }
@@ -248,8 +252,8 @@ static int FN(can_fuse)(const cbp_net *net, const cbp_optim *opt, ptrdiff_t n)
            n <= net->capacity;
 }
 
-int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
-                       const void *target, const REAL *w, double *loss)
+static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
+                          const void *target, const REAL *w, double *loss, double x_max)
 {
     double weight_total;
     if (!FN(can_fuse)(net, opt, n)) {
@@ -274,7 +278,7 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
     if (!(weight_total > 0))
         return CBP_OK; /* every weight zero: the batch changes nothing */
     FN(backward_deltas)(net, (int)n);
-    if (FN(fused_update_is_safe)(net, (int)n, X, opt->lr)) {
+    if (FN(fused_update_is_safe)(net, (int)n, X, opt->lr, x_max)) {
         FN(fused_sgd_update)(net, (int)n, X, (REAL)opt->lr);
         return CBP_OK; /* momentum 0: SGD's step count stays (optim_update) */
     }
@@ -283,16 +287,45 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
     return FN(checked_update)(net, opt);
 }
 
+int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
+                       const void *target, const REAL *w, double *loss)
+{
+    return FN(train_step)(net, opt, n, X, target, w, loss, -1);
+}
+
+/* dst = src, returning max |src_i| (+inf if some src_i is not finite): the
+ * copy and the max_abs reduction in one pass. */
+CBP_VECTOR_CLONES
+static double FN(copy_max_abs)(ptrdiff_t size, const REAL *src, REAL *dst)
+{
+    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
+    IREAL m = 0;
+    for (ptrdiff_t i = 0; i < size; i++) {
+        IREAL b;
+        dst[i] = src[i];
+        memcpy(&b, src + i, sizeof b);
+        b &= abs_mask;
+        m = b > m ? b : m;
+    }
+    if (m >= INF_BITS)
+        return INFINITY;
+    REAL r;
+    memcpy(&r, &m, sizeof r);
+    return (double)r;
+}
+
 /* Copy rows order[first .. first + n) of X, the targets and the weights
- * into the plan's batch buffers. */
-static void FN(gather_batch)(const cbp_net *net, const REAL *X, const void *target,
-                             const REAL *w, const int64_t *order, ptrdiff_t first, int n)
+ * into the plan's batch buffers; returns max |x| over the copied rows. */
+static double FN(gather_batch)(const cbp_net *net, const REAL *X, const void *target,
+                               const REAL *w, const int64_t *order, ptrdiff_t first, int n)
 {
     int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
     REAL *bx = net->batch_x, *bw = net->batch_weight;
+    double x_max = 0;
     for (int i = 0; i < n; i++) {
         ptrdiff_t r = order[first + i];
-        memcpy(bx + (ptrdiff_t)i * n_in, X + r * n_in, sizeof(REAL) * (size_t)n_in);
+        double row_max = FN(copy_max_abs)(n_in, X + r * n_in, bx + (ptrdiff_t)i * n_in);
+        x_max = row_max > x_max ? row_max : x_max;
         if (net->loss == CBP_LOSS_SOFTMAX_CE)
             ((int64_t *)net->batch_target)[i] = ((const int64_t *)target)[r];
         else
@@ -301,6 +334,7 @@ static void FN(gather_batch)(const cbp_net *net, const REAL *X, const void *targ
         if (w != NULL)
             bw[i] = w[r];
     }
+    return x_max;
 }
 
 ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_rows,
@@ -315,13 +349,14 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
         int n = (int)(n_rows - start < batch_size ? n_rows - start : batch_size);
         const REAL *Xb = X + start * n_in, *wb = w == NULL ? NULL : w + start;
         const void *tb = FN(target_rows)(net, target, start);
+        double x_max = -1; /* unknown */
         if (order != NULL) {
-            FN(gather_batch)(net, X, target, w, order, start, n);
+            x_max = FN(gather_batch)(net, X, target, w, order, start, n);
             Xb = net->batch_x;
             tb = net->batch_target;
             wb = w == NULL ? NULL : (const REAL *)net->batch_weight;
         }
-        *status = FN(net_train_step)(net, opt, n, Xb, tb, wb, &losses[k]);
+        *status = FN(train_step)(net, opt, n, Xb, tb, wb, &losses[k], x_max);
         if (*status != CBP_OK)
             return k;
     }
