@@ -193,6 +193,7 @@ def bench_config(name, mode, groups, threads, tpc, floor_chunk, check=False,
             if c.pool != last_pool:
                 time.sleep(gap)   # let the last library's worker threads stop spinning
             last_pool = c.pool
+            c.warm()
             t, s = c.run(steps[c.name])
             times[c.name].append(t / s * 1e6)
             actual[c.name] = s
