@@ -50,6 +50,25 @@ class Optimizer:
 
     def __init__(self):
         self._states = weakref.WeakKeyDictionary()
+        self._last = None  # (weakref to a network, its state): see _state_for
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in self._hyper:
+            object.__setattr__(self, "_last", None)  # validate and reload at the next step
+
+    def __getstate__(self):
+        # Copies and pickles carry the hyperparameters, not the per-network
+        # state: that is keyed by networks, which a copy or a pickle of the
+        # optimizer alone does not hold.
+        state = self.__dict__.copy()
+        del state["_states"], state["_last"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._states = weakref.WeakKeyDictionary()
+        self._last = None
 
     def _validate(self):
         self.lr = _check_real("lr", self.lr, low_inclusive=False)
@@ -61,11 +80,16 @@ class Optimizer:
     def _state_for(self, network) -> "_engine.OptimizerState":
         """This optimizer's state for `network` (created at the first
         step), with the current hyperparameters loaded.  Hyperparameters
-        are validated and loaded into C only when they changed, so a step
-        pays one tuple comparison."""
+        are validated and loaded into C only when they changed: a step on
+        the same network as the last, with no hyperparameter set since,
+        pays one weak-reference call."""
+        last = self._last  # the network of the last step, if no hyperparameter changed since
+        if last is not None and last[0]() is network:
+            return last[1]
         key = tuple(getattr(self, k) for k in self._hyper)
         state = self._states.get(network)
         if state is not None and state.key == key:
+            self._last = (weakref.ref(network), state)
             return state
         self._validate()
         if state is None:
@@ -73,6 +97,7 @@ class Optimizer:
             self._states[network] = state
         state.set_hyperparameters(**self._hyperparameters())
         state.key = tuple(getattr(self, k) for k in self._hyper)
+        self._last = (weakref.ref(network), state)
         return state
 
     def reset(self, network=None) -> None:
@@ -88,6 +113,7 @@ class Optimizer:
             self._states.clear()
         else:
             self._states.pop(network, None)
+        self._last = None
 
     def get_config(self) -> dict:
         """``{"name": …, <hyperparameter>: …}``."""

@@ -21,6 +21,7 @@ update rule would be diluted 100-fold in the parameters but not in the
 displacement.
 """
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -613,3 +614,25 @@ def test_deepcopy_of_an_optimizer_is_independent():
     twin = copy.deepcopy(opt)
     twin.lr = 0.5
     assert opt.lr == 0.01 and twin.lr == 0.5
+
+
+@pytest.mark.parametrize("kind,kw", [("sgd", dict(lr=0.05, momentum=0.9)), ("adam", dict(lr=0.01))])
+def test_copies_and_pickles_of_a_used_optimizer_carry_hyperparameters_not_state(kind, kw):
+    # The per-network state is keyed by networks, which a copy or pickle of
+    # the optimizer alone does not hold: the copy starts fresh, exactly like
+    # a new optimizer with the same hyperparameters.
+    net = make_net(seed=21)
+    batches = make_batches(net.loss, SIZES[-1], steps=4, seed=21)
+    opt = cbp_optimizer(kind, kw)
+    net.train_step(*batches[0], opt)
+    # Same trajectory as a fresh optimizer, step for step.
+    for twin in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt)), copy.copy(opt)):
+        assert twin.get_config() == opt.get_config()
+        a, b = net.copy(), net.copy()
+        new = cbp_optimizer(kind, kw)
+        for X, y in batches[1:]:
+            a.train_step(X, y, twin)
+            b.train_step(X, y, new)
+        assert_params_equal(params64(a), params64(b))
+    # The original keeps its own state.
+    assert len(opt._states) == 1
