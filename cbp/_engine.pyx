@@ -131,6 +131,7 @@ cdef class OptimizerState:
     cdef readonly Py_ssize_t n_params
     cdef readonly object dtype
     cdef public object key  # the hyperparameters last loaded (see cbp.optim)
+    cdef object __weakref__  # cbp.optim keeps a weak reference to the last one used
 
     def __cinit__(self, str kind, Py_ssize_t n_params, dtype):
         self.opt.kind = OPTIM_CODES[kind]

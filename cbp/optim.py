@@ -50,7 +50,7 @@ class Optimizer:
 
     def __init__(self):
         self._states = weakref.WeakKeyDictionary()
-        self._last = None  # (weakref to a network, its state): see _state_for
+        self._last = None  # weak references to (a network, its state): see _state_for
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
@@ -83,13 +83,17 @@ class Optimizer:
         are validated and loaded into C only when they changed: a step on
         the same network as the last, with no hyperparameter set since,
         pays one weak-reference call."""
-        last = self._last  # the network of the last step, if no hyperparameter changed since
+        # (network, state) of the last step, both weakly held (neither may
+        # outlive its network here), if no hyperparameter was set since.
+        last = self._last
         if last is not None and last[0]() is network:
-            return last[1]
+            state = last[1]()
+            if state is not None:
+                return state
         key = tuple(getattr(self, k) for k in self._hyper)
         state = self._states.get(network)
         if state is not None and state.key == key:
-            self._last = (weakref.ref(network), state)
+            self._last = (weakref.ref(network), weakref.ref(state))
             return state
         self._validate()
         if state is None:
@@ -97,7 +101,7 @@ class Optimizer:
             self._states[network] = state
         state.set_hyperparameters(**self._hyperparameters())
         state.key = tuple(getattr(self, k) for k in self._hyper)
-        self._last = (weakref.ref(network), state)
+        self._last = (weakref.ref(network), weakref.ref(state))
         return state
 
     def reset(self, network=None) -> None:

@@ -180,6 +180,9 @@ void cbp_matvec_t_f64(const cbp_blas *blas, int n, int n_out, int n_in,
 /* 1 if every x_i is finite (no ±inf, no NaN), else 0. */
 int cbp_all_finite_f32(ptrdiff_t size, const float *x);
 int cbp_all_finite_f64(ptrdiff_t size, const double *x);
+/* max |x_i|, or +inf if some x_i is not finite (0 for size 0). */
+double cbp_max_abs_f32(ptrdiff_t size, const float *x);
+double cbp_max_abs_f64(ptrdiff_t size, const double *x);
 
 /* The fused delta step δ = (W_nextᵀ δ_next) ⊙ σ'(z): BLAS writes
  * W_nextᵀ δ_next into delta, one pass multiplies by σ'(z) in place.
@@ -287,6 +290,14 @@ typedef struct cbp_optim {
                              torch's momentum_buffer None) */
     void *buf1;           /* SGD: momentum buffer; Adam(W): exp_avg    (n_params) */
     void *buf2;           /* Adam(W): exp_avg_sq                       (n_params) */
+    /* Adam(W): max |p|, max |m|, max v as the last update wrote them, and
+     * whether that update happened within the current call into C: every
+     * entry point clears `maxima_fresh` (the caller may have changed p or
+     * the state since), Adam's update sets it.  While set, the next update
+     * decides finiteness from max |g| and these maxima alone, reading g
+     * once instead of p, g, m and v. */
+    double max_p, max_m, max_v;
+    int maxima_fresh;
 } cbp_optim;
 
 /* p ← update(p, g) over n elements and opt->step += 1 (for SGD only
@@ -295,6 +306,10 @@ typedef struct cbp_optim {
  * (else CBP_OK). */
 int cbp_optim_update_f32(cbp_optim *opt, ptrdiff_t n, float *p, const float *g);
 int cbp_optim_update_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
+/* cbp_optim_update for the engine's steps within one call: it keeps
+ * opt->maxima_fresh (cbp_optim_update clears it first). */
+int cbp_optim_step_f32(cbp_optim *opt, ptrdiff_t n, float *p, const float *g);
+int cbp_optim_step_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
 
 /* ------------------------------------------------------------------ */
 /* The engine (engine_impl.h): a network compiled into a plan.         */

@@ -123,28 +123,6 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
     }
 }
 
-/* max |x_i|, or +inf if some x_i is not finite.  On IEEE bits with the
- * sign cleared, read as a signed integer, the order of |x| is the order of
- * the integers, and every non-finite value is >= the bits of +inf; an
- * integer max-reduction vectorizes where a NaN-aware float one would not. */
-CBP_VECTOR_CLONES
-static double FN(max_abs)(ptrdiff_t size, const REAL *x)
-{
-    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
-    IREAL m = 0;
-    for (ptrdiff_t i = 0; i < size; i++) {
-        IREAL b;
-        memcpy(&b, x + i, sizeof b);
-        b &= abs_mask;
-        m = b > m ? b : m;
-    }
-    if (m >= INF_BITS)
-        return INFINITY;
-    REAL r;
-    memcpy(&r, &m, sizeof r);
-    return (double)r;
-}
-
 /* Can the fused update run with no risk of a non-finite parameter?  Every
  * entry of Δ_lᵀ A_{l-1} is at most n · max|Δ_l| · max|A_{l-1}| in
  * magnitude, and of Σ Δ_l at most n · max|Δ_l|.  A finite p plus an
@@ -237,7 +215,7 @@ double FN(net_loss)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
  * scanned, to tell the caller which it was. */
 static int FN(checked_update)(const cbp_net *net, cbp_optim *opt)
 {
-    int status = FN(optim_update)(opt, net->n_params, net->params, net->grads);
+    int status = FN(optim_step)(opt, net->n_params, net->params, net->grads);
     if (status == CBP_NONFINITE_UPDATE && !FN(all_finite)(net->n_params, net->grads))
         return CBP_NONFINITE_GRADIENT;
     return status;
@@ -323,6 +301,7 @@ static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const
 int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
                        const void *target, const REAL *w, double *loss)
 {
+    opt->maxima_fresh = 0; /* see cbp_optim */
     return FN(train_step)(net, opt, n, X, target, w, loss, -1);
 }
 
@@ -357,6 +336,7 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
 {
     int n_in = net->layers[0].n_in;
     *status = CBP_OK;
+    opt->maxima_fresh = 0; /* see cbp_optim */
     for (ptrdiff_t k = 0; k < n_batches; k++) {
         ptrdiff_t start = first_row + k * batch_size;
         int n = (int)(n_rows - start < batch_size ? n_rows - start : batch_size);

@@ -73,7 +73,7 @@ static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
 enum { ADAM_BOUND, ADAM_CHECK, ADAM_COMMIT };
 #endif
 
-static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
+static inline int FN(adam_pass)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
                                 const REAL *grad, const int mode)
 {
     const int decoupled = opt->kind == CBP_ADAMW;
@@ -88,6 +88,10 @@ static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, RE
     const REAL half_max = REAL_MAX / 2;
     REAL *m = opt->buf1, *v = opt->buf2;
     int bad = 0;
+    /* The commit's maxima, on the bits of finite non-negative values (they
+     * order as the integers; see max_abs). */
+    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
+    IREAL max_p = 0, max_m = 0, max_v = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL g = grad[i], pi = p[i];
         if (decoupled)
@@ -107,27 +111,65 @@ static inline int FN(adam_pass)(const cbp_optim *opt, int64_t t, ptrdiff_t n, RE
             m[i] = mi;
             v[i] = vi;
             p[i] = pi;
+            IREAL bp, bm, bv;
+            memcpy(&bp, &pi, sizeof bp);
+            memcpy(&bm, &mi, sizeof bm);
+            memcpy(&bv, &vi, sizeof bv);
+            bp &= abs_mask, bm &= abs_mask, bv &= abs_mask;
+            max_p = bp > max_p ? bp : max_p;
+            max_m = bm > max_m ? bm : max_m;
+            max_v = bv > max_v ? bv : max_v;
         } else {
             bad |= !(M(fabs)(pi) <= REAL_MAX) | !(M(fabs)(mi) <= REAL_MAX) |
                    !(vi <= REAL_MAX);
         }
     }
+    if (mode == ADAM_COMMIT) {
+        REAL r;
+        memcpy(&r, &max_p, sizeof r), opt->max_p = r;
+        memcpy(&r, &max_m, sizeof r), opt->max_m = r;
+        memcpy(&r, &max_v, sizeof r), opt->max_v = r;
+    }
     return bad;
+}
+
+/* Is Adam's next update certainly finite, given max |g| and the maxima the
+ * previous update recorded (p, m, v unchanged since)?  Bounds, in double:
+ *   |g + λ p| <= G + λ P  (Adam),   |p (1 − lr λ)| <= P |1 − lr λ|  (AdamW)
+ *   |new m| <= M + |1 − β1| (G' + M),   new v <= β2 V + (1 − β2) G'²
+ *   |new p| <= P' + (lr / (1 − β1ᵗ)) |new m| / ε
+ * each below a quarter of the largest REAL (the REAL arithmetic rounds a
+ * few ulps above the exact values, far less than that margin).  "No" only
+ * means "don't know": the four-array bound pass and the exact dry run
+ * decide then. */
+static int FN(adam_maxima_bound)(const cbp_optim *opt, int64_t t, double g_max)
+{
+    const double limit = (double)REAL_MAX / 4, wd = opt->weight_decay;
+    double P = opt->max_p, G = g_max;
+    if (opt->kind == CBP_ADAMW)
+        P *= fabs(1 - opt->lr * wd);
+    else
+        G += wd * opt->max_p;
+    double m_b = opt->max_m + fabs(1 - opt->beta1) * (G + opt->max_m);
+    double v_b = opt->beta2 * opt->max_v + (1 - opt->beta2) * G * G;
+    double step_size = opt->lr / (1 - pow(opt->beta1, (double)t));
+    double p_b = P + step_size / opt->eps * m_b; /* inf (or NaN) when ε = 0 */
+    return m_b < limit && v_b < limit && p_b < limit; /* false for inf and NaN */
 }
 
 /* One clone set per pass (CBP_VECTOR_CLONES), each with its mode fixed. */
 CBP_VECTOR_CLONES
-static int FN(adam_bound)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+static int FN(adam_bound)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
 {
     return FN(adam_pass)(opt, t, n, p, g, ADAM_BOUND);
 }
 CBP_VECTOR_CLONES
-static int FN(adam_check)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+static int FN(adam_check)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
 {
     return FN(adam_pass)(opt, t, n, p, g, ADAM_CHECK);
 }
 CBP_VECTOR_CLONES
-static int FN(adam_commit)(const cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
 {
     return FN(adam_pass)(opt, t, n, p, g, ADAM_COMMIT);
 }
@@ -142,7 +184,7 @@ static int FN(sgd_commit)(const cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL
     return FN(sgd_pass)(opt, n, p, g, 1);
 }
 
-int FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
+int FN(optim_step)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
 {
     if (opt->kind == CBP_SGD) {
         if (FN(sgd_check)(opt, n, p, g))
@@ -153,9 +195,17 @@ int FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
         return CBP_OK;
     }
     int64_t t = opt->step + 1;
-    if (FN(adam_bound)(opt, t, n, p, g) && FN(adam_check)(opt, t, n, p, g))
+    int known_finite = opt->maxima_fresh && FN(adam_maxima_bound)(opt, t, FN(max_abs)(n, g));
+    if (!known_finite && FN(adam_bound)(opt, t, n, p, g) && FN(adam_check)(opt, t, n, p, g))
         return CBP_NONFINITE_UPDATE;
     FN(adam_commit)(opt, t, n, p, g);
+    opt->maxima_fresh = 1;
     opt->step += 1;
     return CBP_OK;
+}
+
+int FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
+{
+    opt->maxima_fresh = 0;
+    return FN(optim_step)(opt, n, p, g);
 }

@@ -653,6 +653,32 @@ def test_adam_with_zero_eps_refuses_a_zero_over_zero_update():
     assert all_finite(net)
 
 
+def test_adam_overflow_at_a_later_step_of_one_fit_call_is_refused():
+    # Within one call into C, Adam's later steps decide finiteness from the
+    # maxima its previous update recorded (cbp_optim.maxima_fresh).  Biases
+    # at 3e38 and lr 3e37 (float32 max 3.4e38): the first step is finite,
+    # the second would overflow.  fit runs both in one call; the second is
+    # refused and the first one's parameters are kept, exactly as with two
+    # train_step calls (each its own call, on the four-array check).
+    def network():
+        net = cbp.Network([cbp.Dense(2, 3)], loss="softmax_cross_entropy", dtype="float32")
+        net.layers[0].W[...] = 0.0
+        net.layers[0].b[...] = 3e38
+        return net
+
+    X, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int64)
+    ref, opt = network(), cbp.Adam(lr=3e37)
+    ref.train_step(X[:4], y[:4], opt)
+    with pytest.raises(cbp.DivergenceError, match="parameter non-finite"):
+        ref.train_step(X[4:], y[4:], opt)
+    net = network()
+    with pytest.raises(cbp.DivergenceError, match="at epoch 0, batch 1"):
+        net.fit(X, y, epochs=1, batch_size=4, optimizer=cbp.Adam(lr=3e37), shuffle=False,
+                progress=False)
+    assert_params_equal(params_of(ref), params_of(net))
+    assert all_finite(net)
+
+
 def test_divergence_is_catchable_as_floating_point_error():
     X, y = _regression()
     net = cbp.Network.mlp([6, 16, 2], loss="mse", seed=0)
