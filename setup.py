@@ -38,8 +38,12 @@ class BuildExt(build_ext):
             # exception flags, so the compiler may evaluate both sides of a
             # select, and loops with one (softmax's exp) vectorize; every
             # result is still rounded as IEEE 754 says.
-            args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wall",
-                    "-Wno-unused-function"]
+            # -ffp-contract=off: no a·b + c fused into one FMA, even where the
+            # target has FMA (aarch64, or -march in CFLAGS): every build and
+            # both clones of a loop round alike, and the finiteness checks
+            # round exactly as the updates they vouch for.
+            args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+                    "-Wall", "-Wno-unused-function"]
             link = []
             if os.environ.get("CBP_DEBUG"):
                 args = ["-O0", "-g", "-Wall", "-Wno-unused-function"]

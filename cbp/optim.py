@@ -90,12 +90,15 @@ class Optimizer:
             state = last[1]()
             if state is not None:
                 return state
+        # Validate first, every time a hyperparameter was set: it also turns
+        # each into a plain float (or bool), so that no value the fast path
+        # trusts can change in place (an array assigned to lr, say).
+        self._validate()
         key = tuple(getattr(self, k) for k in self._hyper)
         state = self._states.get(network)
         if state is not None and state.key == key:
             self._last = (weakref.ref(network), weakref.ref(state))
             return state
-        self._validate()
         if state is None:
             state = _engine.OptimizerState(self.kind, network.num_parameters, network.dtype)
             self._states[network] = state

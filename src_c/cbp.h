@@ -22,10 +22,11 @@
  * x86-64 Linux: for AVX2 and for the baseline (SSE2), picked at load time
  * by the CPU (target_clones, an ifunc).  Only vector width changes: AVX2
  * without FMA, so no multiply-add is contracted and both clones round
- * every operation alike (bit-identical results).  Elsewhere (other
- * compilers, platforms, or CBP_NO_CLONES) it is empty. */
+ * every operation alike (bit-identical results; setup.py also passes
+ * -ffp-contract=off).  Elsewhere (other compilers, platforms, musl, whose
+ * loader has no ifunc, or CBP_NO_CLONES) it is empty. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(CBP_NO_CLONES)
+    defined(__GLIBC__) && !defined(CBP_NO_CLONES)
 #define CBP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CBP_VECTOR_CLONES

@@ -62,10 +62,12 @@ static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
  *   p ← p − (lr / (1 − β1ᵗ)) m / (√v / √(1 − β2ᵗ) + ε)
  *
  * `mode` ADAM_BOUND is a cheaper dry run: no square root or division.
- * Since √v / √(1 − β2ᵗ) ≥ 0, the denominator is at least ε, so
- * |new p| ≤ |p (1 − lr λ)| + (lr / (1 − β1ᵗ)) |m| / ε; when that bound (and
- * m, v) stay below half the largest REAL, the exact update is finite —
- * rounding adds a few ulps, not a factor of two.  It answers "finite" or
+ * Since √v / √(1 − β2ᵗ) ≥ 0, the denominator is at least ε, so the
+ * quotient m / denom (formed first) is at most |m| / ε and
+ * |new p| ≤ |p (1 − lr λ)| + (lr / (1 − β1ᵗ)) |m| / ε; when
+ * |p (1 − lr λ)| + max(lr / (1 − β1ᵗ), 1) |m| / ε (and m, v) stay below
+ * half the largest REAL, the exact update is finite — rounding adds a few
+ * ulps, not a factor of two.  ε is the REAL one the update divides by.  It answers "finite" or
  * "don't know" (ε = 0, huge values, non-finite gradients); on "don't
  * know" the exact dry run (ADAM_CHECK) decides. */
 #ifndef CBP_ADAM_MODES
@@ -84,7 +86,9 @@ static inline int FN(adam_pass)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
     const REAL step_size = (REAL)(opt->lr / (1 - pow(opt->beta1, (double)t)));
     const REAL bc2_sqrt = (REAL)sqrt(1 - pow(opt->beta2, (double)t));
     const REAL eps = (REAL)opt->eps;
-    const REAL step_over_eps = (REAL)((double)step_size / (double)eps); /* inf if ε = 0 */
+    /* max(step, 1) / ε bounds both the quotient m / denom ≤ |m| / ε, which is
+     * formed first, and the step times it (inf if ε = 0). */
+    const REAL quot_scale = (REAL)(((double)step_size > 1 ? (double)step_size : 1) / (double)eps);
     const REAL half_max = REAL_MAX / 2;
     REAL *m = opt->buf1, *v = opt->buf2;
     int bad = 0;
@@ -101,7 +105,7 @@ static inline int FN(adam_pass)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
         REAL mi = m[i] + one_minus_b1 * (g - m[i]);
         REAL vi = v[i] * b2 + one_minus_b2 * g * g;
         if (mode == ADAM_BOUND) {
-            REAL bound = M(fabs)(pi) + step_over_eps * M(fabs)(mi);
+            REAL bound = M(fabs)(pi) + quot_scale * M(fabs)(mi);
             bad |= !(bound <= half_max) | !(M(fabs)(mi) <= half_max) | !(vi <= half_max);
             continue;
         }
@@ -137,11 +141,13 @@ static inline int FN(adam_pass)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
  * previous update recorded (p, m, v unchanged since)?  Bounds, in double:
  *   |g + λ p| <= G + λ P  (Adam),   |p (1 − lr λ)| <= P |1 − lr λ|  (AdamW)
  *   |new m| <= M + |1 − β1| (G' + M),   new v <= β2 V + (1 − β2) G'²
- *   |new p| <= P' + (lr / (1 − β1ᵗ)) |new m| / ε
+ *   |new p| <= P' + max(lr / (1 − β1ᵗ), 1) |new m| / ε
+ * (the max also bounds the quotient m / denom, which is formed first),
  * each below a quarter of the largest REAL (the REAL arithmetic rounds a
- * few ulps above the exact values, far less than that margin).  "No" only
- * means "don't know": the four-array bound pass and the exact dry run
- * decide then. */
+ * few ulps above the exact values, far less than that margin), with ε as
+ * the REAL the update divides by (an ε below float's range is 0 there).
+ * "No" only means "don't know": the four-array bound pass and the exact
+ * dry run decide then. */
 static int FN(adam_maxima_bound)(const cbp_optim *opt, int64_t t, double g_max)
 {
     const double limit = (double)REAL_MAX / 4, wd = opt->weight_decay;
@@ -153,7 +159,8 @@ static int FN(adam_maxima_bound)(const cbp_optim *opt, int64_t t, double g_max)
     double m_b = opt->max_m + fabs(1 - opt->beta1) * (G + opt->max_m);
     double v_b = opt->beta2 * opt->max_v + (1 - opt->beta2) * G * G;
     double step_size = opt->lr / (1 - pow(opt->beta1, (double)t));
-    double p_b = P + step_size / opt->eps * m_b; /* inf (or NaN) when ε = 0 */
+    double eps = (double)(REAL)opt->eps;
+    double p_b = P + (step_size > 1 ? step_size : 1) / eps * m_b; /* inf or NaN if ε = 0 */
     return m_b < limit && v_b < limit && p_b < limit; /* false for inf and NaN */
 }
 

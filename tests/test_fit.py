@@ -679,6 +679,46 @@ def test_adam_overflow_at_a_later_step_of_one_fit_call_is_refused():
     assert all_finite(net)
 
 
+@pytest.mark.parametrize("case", ["quotient-overflow", "eps-below-float32"])
+@pytest.mark.parametrize("how", ["two train_steps", "one fit call"])
+def test_adam_updates_that_would_not_be_finite_are_refused(case, how):
+    # Dense(1, 1), MSE, float32, W = b = 0.  Step 1 (x = 1) takes a finite
+    # step; step 2 (x = 0, y = the prediction) has gradient 0, and then:
+    #   quotient-overflow: β2 = 0 gives v = 0, so m / (√v + ε) = 2.5e18 / 1e-21
+    #     overflows float32 although lr · that would not;
+    #   eps-below-float32: ε = 1e-46 is 0 in float32 and m = v = 0: 0 / 0.
+    # Either way the second update is refused and the first one's parameters
+    # kept — by the four-array checks (separate calls) and by the bound from
+    # the previous update's maxima (the same call).  Found in review: both
+    # bounds once answered "finite" here.
+    if case == "quotient-overflow":
+        opt_kw, y1 = dict(lr=1e-3, beta1=0.5, beta2=0.0, eps=1e-21), -5e18
+    else:
+        opt_kw, y1 = dict(lr=1e-3, beta1=0.0, beta2=0.0, eps=1e-46), -5e-20
+
+    def network():
+        net = cbp.Network([cbp.Dense(1, 1)], loss="mse", dtype="float32")
+        net.layers[0].W[...] = 0.0
+        net.layers[0].b[...] = 0.0
+        return net
+
+    first = network()
+    first.train_step(np.ones((1, 1), np.float32), np.full((1, 1), y1, np.float32),
+                     cbp.Adam(**opt_kw))
+    y2 = first.predict(np.zeros((1, 1), np.float32))  # the gradient of step 2 is 0
+    X = np.array([[1.0], [0.0]], np.float32)
+    y = np.concatenate([np.full((1, 1), y1, np.float32), y2.reshape(1, 1)])
+    net, opt = network(), cbp.Adam(**opt_kw)
+    with pytest.raises(cbp.DivergenceError, match="parameter non-finite"):
+        if how == "one fit call":
+            net.fit(X, y, epochs=1, batch_size=1, optimizer=opt, shuffle=False, progress=False)
+        else:
+            net.train_step(X[:1], y[:1], opt)
+            net.train_step(X[1:], y[1:], opt)
+    assert all_finite(net)
+    assert_params_equal(params_of(first), params_of(net))
+
+
 def test_divergence_is_catchable_as_floating_point_error():
     X, y = _regression()
     net = cbp.Network.mlp([6, 16, 2], loss="mse", seed=0)

@@ -636,3 +636,26 @@ def test_copies_and_pickles_of_a_used_optimizer_carry_hyperparameters_not_state(
         assert_params_equal(params64(a), params64(b))
     # The original keeps its own state.
     assert len(opt._states) == 1
+
+
+def test_a_hyperparameter_array_changed_in_place_does_not_reach_the_step():
+    # A hyperparameter is validated into a plain float at the next step, so
+    # the array assigned to it is not kept: changing that array in place
+    # afterwards changes nothing, at every later step alike.  (Found in
+    # review: an equal array skipped validation and stayed, so whether its
+    # in-place change took effect depended on the state cache.)
+    net = make_net(seed=22)
+    twin = net.copy()
+    X, y = make_batches(net.loss, SIZES[-1], steps=1, seed=22)[0]
+    opt = cbp.SGD(lr=0.01)
+    net.train_step(X, y, opt)
+    lr = np.array(0.01)
+    opt.lr = lr
+    net.train_step(X, y, opt)
+    assert type(opt.lr) is float and opt.lr == 0.01
+    lr[...] = 1e6
+    net.train_step(X, y, opt)
+    ref = cbp.SGD(lr=0.01)
+    for _ in range(3):
+        twin.train_step(X, y, ref)
+    assert_params_equal(params64(net), params64(twin))
