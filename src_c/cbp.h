@@ -184,6 +184,9 @@ int cbp_all_finite_f64(ptrdiff_t size, const double *x);
 /* max |x_i|, or +inf if some x_i is not finite (0 for size 0). */
 double cbp_max_abs_f32(ptrdiff_t size, const float *x);
 double cbp_max_abs_f64(ptrdiff_t size, const double *x);
+/* The same, copying src into dst on the way (dst may be NULL). */
+double cbp_copy_max_abs_f32(ptrdiff_t size, const float *src, float *dst);
+double cbp_copy_max_abs_f64(ptrdiff_t size, const double *src, double *dst);
 
 /* The fused delta step δ = (W_nextᵀ δ_next) ⊙ σ'(z): BLAS writes
  * W_nextᵀ δ_next into delta, one pass multiplies by σ'(z) in place.

@@ -230,27 +230,6 @@ static int FN(can_fuse)(const cbp_net *net, const cbp_optim *opt, ptrdiff_t n)
            n <= net->capacity;
 }
 
-/* dst = src, returning max |src_i| (+inf if some src_i is not finite): the
- * copy and the max_abs reduction in one pass. */
-CBP_VECTOR_CLONES
-static double FN(copy_max_abs)(ptrdiff_t size, const REAL *src, REAL *dst)
-{
-    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
-    IREAL m = 0;
-    for (ptrdiff_t i = 0; i < size; i++) {
-        IREAL b;
-        dst[i] = src[i];
-        memcpy(&b, src + i, sizeof b);
-        b &= abs_mask;
-        m = b > m ? b : m;
-    }
-    if (m >= INF_BITS)
-        return INFINITY;
-    REAL r;
-    memcpy(&r, &m, sizeof r);
-    return (double)r;
-}
-
 /* One sample's x is read once per block of rows by gemv and ger; from a
  * 64-byte boundary (the workspace's batch_x) they run measurably faster
  * than from a user's row 16 bytes off, and the copy yields max|x| too. */
