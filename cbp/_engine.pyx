@@ -103,15 +103,8 @@ def aligned_zeros(shape, dtype):
     return a
 
 
-def all_finite(cnp.ndarray a):
-    """Whether every element of `a` is finite, without the temporary
-    boolean array of ``np.isfinite(a).all()``.  `a` is a C-contiguous,
-    aligned float32 or float64 array (the callers' converted data)."""
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
-        raise ValueError("all_finite: a must be C-contiguous and aligned")
-    cdef int typenum = cnp.PyArray_TYPE(a)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        raise TypeError(f"all_finite: a must be float32 or float64, got {a.dtype}")
+cdef bint _all_finite(cnp.ndarray a, int typenum):
+    """Every element of `a` (C-contiguous, aligned, of `typenum`) finite."""
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef void *p = cnp.PyArray_DATA(a)
     cdef int ok
@@ -121,6 +114,18 @@ def all_finite(cnp.ndarray a):
         else:
             ok = cbp_all_finite_f64(size, <const double *>p)
     return ok != 0
+
+
+def all_finite(cnp.ndarray a):
+    """Whether every element of `a` is finite, without the temporary
+    boolean array of ``np.isfinite(a).all()``.  `a` is a C-contiguous,
+    aligned float32 or float64 array (the callers' converted data)."""
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
+        raise ValueError("all_finite: a must be C-contiguous and aligned")
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError(f"all_finite: a must be float32 or float64, got {a.dtype}")
+    return _all_finite(a, typenum)
 
 
 cdef class OptimizerState:
@@ -324,15 +329,7 @@ cdef class Engine:
         return self._finite(x)
 
     cdef bint _finite(self, cnp.ndarray a):
-        cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
-        cdef void *p = cnp.PyArray_DATA(a)
-        cdef int ok
-        with nogil:
-            if self.typenum == cnp.NPY_FLOAT32:
-                ok = cbp_all_finite_f32(size, <const float *>p)
-            else:
-                ok = cbp_all_finite_f64(size, <const double *>p)
-        return ok != 0
+        return _all_finite(a, self.typenum)
 
     def forward(self, X, out, int transform=CBP_OUTPUT_RAW):
         """out (n, n_out) ← the network's output for X (n, n_in)."""

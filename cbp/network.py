@@ -642,7 +642,8 @@ class Network:
         FileNotFoundError
             When `path` does not exist.
         ModelFormatError
-            When the file is truncated, altered, or not a cbp model.
+            When the file is truncated, altered, of another version, or not
+            a cbp model.
         """
         from .io import load
 
