@@ -43,7 +43,11 @@ def _check_real(name, value, *, low=0.0, low_inclusive=True, high=None):
 
 
 class Optimizer:
-    """Base class: subclasses name their C kind and their hyperparameters."""
+    """Base class: subclasses name their C kind and their hyperparameters.
+
+    A copy or a pickle of an optimizer carries its hyperparameters, not its
+    per-network state (momentum, moments, step count): it starts fresh,
+    like a new optimizer with the same arguments."""
 
     kind = ""
     _hyper = ()

@@ -284,7 +284,6 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
     return FN(train_step)(net, opt, n, X, target, w, loss, -1);
 }
 
-
 /* Copy rows order[first .. first + n) of X, the targets and the weights
  * into the plan's batch buffers; returns max |x| over the copied rows. */
 static double FN(gather_batch)(const cbp_net *net, const REAL *X, const void *target,
