@@ -8,8 +8,10 @@
  * Each rule is one loop body used twice: `commit = 0` only checks that
  * every new parameter and state value would be finite (a dry run, which
  * writes nothing), `commit = 1` writes them.  So a diverging step can be
- * refused before it touches the parameters.  Adam's dry run first tries a
- * bound that needs no square root or division (see adam_pass).
+ * refused before it touches the parameters.  Adam's dry run is the last
+ * of three answers: a bound from the previous update's maxima, a bound
+ * pass without square roots or divisions, then the exact pass (see
+ * adam_pass and optim_step).
  */
 
 /* SGD (torch.optim.SGD):
@@ -67,9 +69,10 @@ static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
  * |new p| ≤ |p (1 − lr λ)| + (lr / (1 − β1ᵗ)) |m| / ε; when
  * |p (1 − lr λ)| + max(lr / (1 − β1ᵗ), 1) |m| / ε (and m, v) stay below
  * half the largest REAL, the exact update is finite — rounding adds a few
- * ulps, not a factor of two.  ε is the REAL one the update divides by.  It answers "finite" or
- * "don't know" (ε = 0, huge values, non-finite gradients); on "don't
- * know" the exact dry run (ADAM_CHECK) decides. */
+ * ulps, not a factor of two.  ε is the REAL one the update divides by.
+ * It answers "finite" or "don't know" (ε = 0, huge values, non-finite
+ * gradients); on "don't know" the exact dry run (ADAM_CHECK) decides.
+ * Within one call into C, adam_maxima_bound (below) answers first. */
 #ifndef CBP_ADAM_MODES
 #define CBP_ADAM_MODES
 enum { ADAM_BOUND, ADAM_CHECK, ADAM_COMMIT };
