@@ -10,6 +10,7 @@ import pytest
 
 import cbp
 from cbp.ops import ACTIVATIONS
+from random_data import random_xy
 
 LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "mse")
 DTYPES = ("float32", "float64")
@@ -21,17 +22,7 @@ LOSS_OUTS = [("softmax_cross_entropy", 3), ("binary_cross_entropy", 1),
 
 
 def make_data(loss, n=40, n_in=5, n_out=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, n_in))
-    if loss == "softmax_cross_entropy":
-        y = rng.integers(0, n_out, size=n)
-    elif loss == "binary_cross_entropy":
-        y = rng.integers(0, 2, size=(n, n_out)).astype(np.float64)
-    else:
-        y = rng.normal(size=(n, n_out))
-    if loss != "softmax_cross_entropy" and n_out == 1:
-        y = y[:, 0]
-    return X, y
+    return random_xy(loss, n, n_in, n_out, np.random.default_rng(seed))
 
 
 def make_net(loss="softmax_cross_entropy", n_in=5, n_out=3, dtype="float64", seed=0,

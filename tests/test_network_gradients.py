@@ -29,6 +29,7 @@ import pytest
 
 import cbp
 import reference_network as R
+from random_data import random_xy
 
 LOSS_CASES = [("softmax_cross_entropy", 3), ("binary_cross_entropy", 1),
               ("binary_cross_entropy", 3), ("mse", 1), ("mse", 3)]
@@ -58,19 +59,7 @@ def build(sizes, activations, loss, dtype="float64", seed=0):
 
 
 def make_data(loss, n, n_in, n_out, seed=0):
-    """X ~ N(0, 1); labels for softmax, 0/1 targets for BCE, N(0, 1) targets
-    for MSE; targets are (n,) when there is one output (the API's 1-D form)."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, n_in))
-    if loss == "softmax_cross_entropy":
-        y = rng.integers(0, n_out, size=n)
-    elif loss == "binary_cross_entropy":
-        y = rng.integers(0, 2, size=(n, n_out)).astype(np.float64)
-    else:
-        y = rng.normal(size=(n, n_out))
-    if loss != "softmax_cross_entropy" and n_out == 1:
-        y = y[:, 0]
-    return X, y
+    return random_xy(loss, n, n_in, n_out, np.random.default_rng(seed))
 
 
 def make_weights(n, seed=0, zeros=True):

@@ -28,6 +28,7 @@ import pytest
 
 import cbp
 import reference_network as R
+from random_data import random_xy
 
 TOL = 1e-9
 STEPS = 25
@@ -100,16 +101,7 @@ def make_batches(loss, n_out, n_in=SIZES[0], rows=16, count=5, steps=STEPS, seed
     rng = np.random.default_rng(seed)
     distinct = []
     for _ in range(count):
-        X = rng.normal(size=(rows, n_in))
-        if loss == "softmax_cross_entropy":
-            y = rng.integers(0, n_out, size=rows)
-        elif loss == "binary_cross_entropy":
-            y = rng.integers(0, 2, size=(rows, n_out)).astype(np.float64)
-        else:
-            y = rng.normal(size=(rows, n_out))
-        if loss != "softmax_cross_entropy" and n_out == 1:
-            y = y[:, 0]
-        distinct.append((X, y))
+        distinct.append(random_xy(loss, rows, n_in, n_out, rng))
     return [distinct[k % count] for k in range(steps)]
 
 
