@@ -37,6 +37,12 @@ cdef extern from "cbp.h" nogil:
     void cbp_activation_derivative_f64(int act, Py_ssize_t size, const double *z, double *d)
     void cbp_activation_backward_f32(int act, Py_ssize_t size, const float *z, float *g)
     void cbp_activation_backward_f64(int act, Py_ssize_t size, const double *z, double *g)
+    double cbp_activation_forward_max_f32(int act, Py_ssize_t size, const float *z, float *a)
+    double cbp_activation_forward_max_f64(int act, Py_ssize_t size, const double *z, double *a)
+    double cbp_activation_backward_sum_max_f32(int act, Py_ssize_t n, int width, const float *Z,
+                                               float *D, float *sums)
+    double cbp_activation_backward_sum_max_f64(int act, Py_ssize_t n, int width, const double *Z,
+                                               double *D, double *sums)
 
     void cbp_linear_forward_vec_f32(const cbp_blas *blas, int n_out, int n_in,
                                     const float *W, const float *b, const float *x, float *z)
@@ -133,6 +139,7 @@ cdef extern from "cbp.h" nogil:
         void *Z
         void *A
         void *D
+        void *S
 
     ctypedef struct cbp_net:
         const cbp_blas *blas

@@ -207,6 +207,7 @@ cdef class Engine:
             self.layers[l].Z = NULL
             self.layers[l].A = NULL
             self.layers[l].D = NULL
+            self.layers[l].S = NULL
         self.net.blas = &BLAS
         self.net.n_layers = n_layers
         self.net.layers = self.layers
@@ -245,10 +246,12 @@ cdef class Engine:
             Z = aligned_empty((rows, n_out), dtype)
             A = Z if self.layers[l].activation == 0 else aligned_empty((rows, n_out), dtype)
             D = aligned_empty((rows, n_out), dtype)
-            work += [Z, A, D]
+            S = aligned_empty(n_out, dtype)
+            work += [Z, A, D, S]
             self.layers[l].Z = cnp.PyArray_DATA(<cnp.ndarray>Z)
             self.layers[l].A = cnp.PyArray_DATA(<cnp.ndarray>A)
             self.layers[l].D = cnp.PyArray_DATA(<cnp.ndarray>D)
+            self.layers[l].S = cnp.PyArray_DATA(<cnp.ndarray>S)
         batch_x = aligned_empty((rows, self.n_in), dtype)
         if self.net.loss == CBP_LOSS_SOFTMAX_CE:
             batch_target = np.empty(rows, dtype=np.int64)

@@ -153,6 +153,37 @@ def activation_derivative(int act, const real[::1] z, real[::1] d):
             cbp_activation_derivative_f64(act, z.shape[0], &z[0], &d[0])
 
 
+def activation_forward_max(int act, const real[::1] z, real[::1] a):
+    """a = σ(z); returns max |a| (inf if some a is not finite).  The fused
+    training step's forward pass (engine_impl.h)."""
+    _check_act(act)
+    _check(a.shape[0] == z.shape[0])
+    cdef double m
+    with nogil:
+        if real is float:
+            m = cbp_activation_forward_max_f32(act, z.shape[0], &z[0], &a[0])
+        else:
+            m = cbp_activation_forward_max_f64(act, z.shape[0], &z[0], &a[0])
+    return m
+
+
+def activation_backward_sum_max(int act, const real[:, ::1] Z, real[:, ::1] D,
+                                real[::1] sums):
+    """D ⊙= σ'(Z), sums = Σ_rows D; returns max |D| (inf if some entry is
+    not finite).  The fused training step's Hadamard pass (engine_impl.h)."""
+    _check_act(act)
+    cdef Py_ssize_t n = Z.shape[0]
+    cdef int width = Z.shape[1]
+    _check(D.shape[0] == n and D.shape[1] == width and sums.shape[0] == width and n > 0)
+    cdef double m
+    with nogil:
+        if real is float:
+            m = cbp_activation_backward_sum_max_f32(act, n, width, &Z[0, 0], &D[0, 0], &sums[0])
+        else:
+            m = cbp_activation_backward_sum_max_f64(act, n, width, &Z[0, 0], &D[0, 0], &sums[0])
+    return m
+
+
 def add_gate_backward(const real[::1] dz, real[::1] dx, real[::1] dy):
     _check(dx.shape[0] == dz.shape[0] and dy.shape[0] == dz.shape[0])
     with nogil:

@@ -103,3 +103,83 @@ void FN(activation_backward)(int act, ptrdiff_t size, const REAL *z, REAL *g)
 
 #undef CBP_LOOP
 #undef CBP_DISPATCH
+
+/* The fused training step's passes (engine_impl.h): each does a step's
+ * element-wise work and, in the same read, measures what the step's
+ * overflow guard needs, so the guard reads nothing again. */
+
+/* a = σ(z) (a may be z) and returns max |a| (+inf if some a is not
+ * finite): the largest input the next layer's weight update sees. */
+#define CBP_LOOP(fn)                                                         \
+    for (ptrdiff_t i = 0; i < size; i++) {                                   \
+        REAL v = fn(z[i]);                                                   \
+        a[i] = v;                                                            \
+        m = FN(max_bits)(m, v);                                              \
+    }                                                                        \
+    break;
+CBP_VECTOR_CLONES
+double FN(activation_forward_max)(int act, ptrdiff_t size, const REAL *z, REAL *a)
+{
+    IREAL m = 0;
+    switch (act) {
+    case CBP_IDENTITY:   CBP_LOOP(FN(identity))
+    case CBP_RELU:       CBP_LOOP(FN(relu))
+    case CBP_LEAKY_RELU: CBP_LOOP(FN(leaky_relu))
+    case CBP_SIGMOID:    CBP_LOOP(FN(sigmoid))
+    case CBP_TANH:       CBP_LOOP(FN(tanh))
+    case CBP_SOFTPLUS:   CBP_LOOP(FN(softplus))
+    case CBP_ELU:        CBP_LOOP(FN(elu))
+    case CBP_GELU:       CBP_LOOP(FN(gelu))
+    default: break;
+    }
+    return FN(bits_max)(m);
+}
+#undef CBP_LOOP
+
+/* Δ ⊙= σ'(Z) for Δ, Z (n, width), with the column sums Σ_rows Δ into
+ * sums (width) and max |Δ| returned (+inf if some entry is not finite):
+ * the Hadamard step, the bias gradient and the guard's bound in one read
+ * of Δ.  Each product is rounded as activation_backward rounds it, and
+ * each sum runs in double over the rows in order, as bias_sum's does, so
+ * the results are bit-identical to those two calls.  Columns go in blocks
+ * of double accumulators that stay in L1. */
+#define CBP_LOOP(fn)                                                         \
+    for (ptrdiff_t i = 0; i < n; i++) {                                      \
+        REAL *row = D + i * width + j0;                                      \
+        const REAL *zrow = Z + i * width + j0;                               \
+        for (int j = 0; j < cols; j++) {                                     \
+            REAL d = row[j] * fn(zrow[j]);                                   \
+            row[j] = d;                                                      \
+            acc[j] += d;                                                     \
+            m = FN(max_bits)(m, d);                                          \
+        }                                                                    \
+    }                                                                        \
+    break;
+CBP_VECTOR_CLONES
+double FN(activation_backward_sum_max)(int act, ptrdiff_t n, int width, const REAL *Z,
+                                       REAL *D, REAL *sums)
+{
+    enum { BLOCK = 256 };
+    double acc[BLOCK];
+    IREAL m = 0;
+    for (int j0 = 0; j0 < width; j0 += BLOCK) {
+        int cols = width - j0 < BLOCK ? width - j0 : BLOCK;
+        for (int j = 0; j < cols; j++)
+            acc[j] = 0.0;
+        switch (act) {
+        case CBP_IDENTITY:   CBP_LOOP(FN(identity_d))
+        case CBP_RELU:       CBP_LOOP(FN(relu_d))
+        case CBP_LEAKY_RELU: CBP_LOOP(FN(leaky_relu_d))
+        case CBP_SIGMOID:    CBP_LOOP(FN(sigmoid_d))
+        case CBP_TANH:       CBP_LOOP(FN(tanh_d))
+        case CBP_SOFTPLUS:   CBP_LOOP(FN(softplus_d))
+        case CBP_ELU:        CBP_LOOP(FN(elu_d))
+        case CBP_GELU:       CBP_LOOP(FN(gelu_d))
+        default: break;
+        }
+        for (int j = 0; j < cols; j++)
+            sums[j0 + j] = (REAL)acc[j];
+    }
+    return FN(bits_max)(m);
+}
+#undef CBP_LOOP

@@ -27,7 +27,7 @@
  * loader has no ifunc, or CBP_NO_CLONES) it is empty. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     defined(__GLIBC__) && !defined(CBP_NO_CLONES)
-#define CBP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define CBP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CBP_VECTOR_CLONES
 #endif
@@ -121,6 +121,18 @@ void cbp_activation_derivative_f64(int act, ptrdiff_t size, const double *z,
 /* g ⊙= σ'(z): the Hadamard step of the delta recurrence, in place. */
 void cbp_activation_backward_f32(int act, ptrdiff_t size, const float *z, float *g);
 void cbp_activation_backward_f64(int act, ptrdiff_t size, const double *z, double *g);
+/* The fused training step's passes.  a = σ(z) (a may alias z), returning
+ * max |a|, or +inf if some a is not finite. */
+double cbp_activation_forward_max_f32(int act, ptrdiff_t size, const float *z, float *a);
+double cbp_activation_forward_max_f64(int act, ptrdiff_t size, const double *z,
+                                      double *a);
+/* Δ ⊙= σ'(Z) for Δ, Z (n, width), sums = Σ_rows Δ (width), returning
+ * max |Δ| (+inf if some entry is not finite); bit-identical to
+ * activation_backward followed by bias_grad with beta = 0. */
+double cbp_activation_backward_sum_max_f32(int act, ptrdiff_t n, int width,
+                                           const float *Z, float *D, float *sums);
+double cbp_activation_backward_sum_max_f64(int act, ptrdiff_t n, int width,
+                                           const double *Z, double *D, double *sums);
 
 /* ------------------------------------------------------------------ */
 /* Kernels: the formulas of the derivation (kernels_impl.h)            */
@@ -331,6 +343,8 @@ typedef struct cbp_layer {
     void *Z;                 /* workspace (capacity, n_out): pre-activations */
     void *A;                 /* workspace (capacity, n_out): σ(Z); == Z for identity */
     void *D;                 /* workspace (capacity, n_out): Δ = ∂loss/∂Z */
+    void *S;                 /* workspace (n_out): Σ_rows Δ of the fused SGD step */
+    double a_max, d_max;     /* the fused step's max |A| and max |Δ| (engine_impl.h) */
 } cbp_layer;
 
 typedef struct cbp_net {

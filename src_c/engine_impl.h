@@ -26,12 +26,15 @@ static const REAL *FN(net_output)(const cbp_net *net)
     return (const REAL *)net->layers[net->n_layers - 1].A;
 }
 
-/* Forward n <= capacity rows of X (n, n_in) through every layer. */
-static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X)
+/* Forward n <= capacity rows of X (n, n_in) through every layer.
+ * measure (the fused step): each hidden layer's a_max = max |A|, taken in
+ * the activation's own pass. */
+static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X, int measure)
 {
     const REAL *in = X;
     for (int l = 0; l < net->n_layers; l++) {
-        const cbp_layer *L = &net->layers[l];
+        cbp_layer *L = &net->layers[l];
+        ptrdiff_t size = (ptrdiff_t)n * L->n_out;
         REAL *Z = L->Z, *A = L->A;
         if (n == 1)
             FN(linear_forward_vec)(net->blas, L->n_out, L->n_in, LAYER_W(net, L),
@@ -39,18 +42,33 @@ static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X)
         else
             FN(linear_forward)(net->blas, n, L->n_out, L->n_in, LAYER_W(net, L),
                                LAYER_B(net, L), in, Z);
-        if (A != Z)
-            FN(activation_forward)(L->activation, (ptrdiff_t)n * L->n_out, Z, A);
+        if (measure && l < net->n_layers - 1)
+            L->a_max = A != Z ? FN(activation_forward_max)(L->activation, size, Z, A)
+                              : FN(max_abs)(size, A);
+        else if (A != Z)
+            FN(activation_forward)(L->activation, size, Z, A);
         in = A;
     }
+}
+
+/* Δ_l ⊙= σ'_l(Z_l), the Hadamard step that finishes a layer's delta.
+ * measure (the fused step): the same pass also leaves Σ_rows Δ_l in S and
+ * max |Δ_l| in d_max. */
+static void FN(finish_delta)(cbp_layer *L, int n, int measure)
+{
+    if (measure)
+        L->d_max = FN(activation_backward_sum_max)(L->activation, n, L->n_out, L->Z, L->D,
+                                                   L->S);
+    else
+        FN(activation_backward)(L->activation, (ptrdiff_t)n * L->n_out, L->Z, L->D);
 }
 
 /* Loss of the chunk's n rows (their share of Σ w l / weight_total) and
  * Δ_L = ∂loss/∂Z_L into the last layer's D. */
 static double FN(loss_chunk)(const cbp_net *net, int n, const void *target,
-                             const REAL *w, double weight_total)
+                             const REAL *w, double weight_total, int measure)
 {
-    const cbp_layer *last = &net->layers[net->n_layers - 1];
+    cbp_layer *last = &net->layers[net->n_layers - 1];
     const REAL *out = FN(net_output)(net);
     REAL *delta = last->D;
     double loss;
@@ -63,23 +81,24 @@ static double FN(loss_chunk)(const cbp_net *net, int n, const void *target,
     else
         loss = FN(mean_squared_error)(n, last->n_out, out, (const REAL *)target, w,
                                       weight_total, delta);
-    FN(activation_backward)(last->activation, (ptrdiff_t)n * last->n_out, last->Z, delta);
+    FN(finish_delta)(last, n, measure);
     return loss;
 }
 
 /* The error recurrence, from Δ_L in the last layer's D down to Δ_0:
- * Δ_{l-1} = (Δ_l W_l) ⊙ σ'_{l-1}(Z_{l-1}).  The first layer needs no
+ * Δ_{l-1} = (Δ_l W_l) ⊙ σ'_{l-1}(Z_{l-1}) (backprop_delta's two steps,
+ * the product by BLAS, then finish_delta).  The first layer needs no
  * input gradient. */
-static void FN(backward_deltas)(const cbp_net *net, int n)
+static void FN(backward_deltas)(const cbp_net *net, int n, int measure)
 {
     for (int l = net->n_layers - 1; l > 0; l--) {
-        const cbp_layer *L = &net->layers[l], *P = &net->layers[l - 1];
+        const cbp_layer *L = &net->layers[l];
+        cbp_layer *P = &net->layers[l - 1];
         if (n == 1)
-            FN(backprop_delta_vec)(net->blas, P->activation, L->n_out, L->n_in,
-                                   LAYER_W(net, L), L->D, P->Z, P->D);
+            FN(matvec_t_vec)(net->blas, L->n_out, L->n_in, LAYER_W(net, L), L->D, P->D);
         else
-            FN(backprop_delta)(net->blas, P->activation, n, L->n_out, L->n_in,
-                               LAYER_W(net, L), L->D, P->Z, P->D);
+            FN(matvec_t)(net->blas, n, L->n_out, L->n_in, LAYER_W(net, L), L->D, P->D);
+        FN(finish_delta)(P, n, measure);
     }
 }
 
@@ -107,7 +126,8 @@ static void FN(layer_gradients)(const cbp_net *net, int n, const REAL *X, REAL b
 
 /* Plain SGD fused into the products: W_l ← W_l − lr Δ_lᵀ A_{l-1} as one
  * ger (one sample) or gemm with alpha = −lr, beta = 1, and
- * b_l ← b_l − lr Σ_rows Δ_l.  The gradient is never stored. */
+ * b_l ← b_l − lr Σ_rows Δ_l from the sums finish_delta left in S (rounded
+ * and applied as bias_sum applies them).  The gradient is never stored. */
 static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL lr)
 {
     for (int l = 0; l < net->n_layers; l++) {
@@ -119,7 +139,9 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
         else
             FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, -lr, L->D, L->n_out, in,
                         L->n_in, 1, W, L->n_in);
-        FN(bias_sum)(n, L->n_out, L->D, 1, -lr, b);
+        const REAL *sums = L->S, alpha = -lr;
+        for (int j = 0; j < L->n_out; j++)
+            b[j] = b[j] + alpha * sums[j];
     }
 }
 
@@ -130,10 +152,10 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
  * an ulp of the largest finite number — cannot round to infinity,
  * whatever p is.  So if those bounds, times max(lr, 1) (BLAS may form the
  * product before scaling it), stay below SAFE_STEP, the update is finite;
- * otherwise the step takes the checked path.  Costs one read of the
- * deltas and activations, which are small next to the weights; max|X| is
- * passed in when the caller has it (x_max >= 0: gather_batch measures it
- * while copying the rows). */
+ * otherwise the step takes the checked path.  The maxima were taken in
+ * passes the step makes anyway (forward_chunk and finish_delta with
+ * measure); max|X| is passed in when the caller has it (x_max >= 0:
+ * gather_batch measures it while copying the rows), else read here. */
 static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, double lr,
                                     double x_max)
 {
@@ -141,10 +163,9 @@ static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, do
                                                            : ldexp(1.0, 1023 - 52 - 3);
     const double scale = (lr > 1 ? lr : 1) * (double)n;
     for (int l = 0; l < net->n_layers; l++) {
-        const cbp_layer *L = &net->layers[l];
-        double d = FN(max_abs)((ptrdiff_t)n * L->n_out, L->D);
-        double a = l == 0 && x_max >= 0 ? x_max
-                                         : FN(max_abs)((ptrdiff_t)n * L->n_in, FN(layer_input)(net, l, X));
+        double d = net->layers[l].d_max;
+        double a = l > 0 ? net->layers[l - 1].a_max
+                         : x_max >= 0 ? x_max : FN(max_abs)((ptrdiff_t)n * net->layers[0].n_in, X);
         if (!(scale * d * (a > 1 ? a : 1) < safe_step)) /* false for inf and NaN too */
             return 0;
     }
@@ -165,7 +186,7 @@ void FN(net_forward)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X, REAL *
     for (ptrdiff_t start = 0; start < n_rows; start += net->capacity) {
         int n = (int)(n_rows - start < net->capacity ? n_rows - start : net->capacity);
         REAL *out = outputs + start * n_out;
-        FN(forward_chunk)(net, n, X + start * n_in);
+        FN(forward_chunk)(net, n, X + start * n_in, 0);
         memcpy(out, FN(net_output)(net), sizeof(REAL) * (size_t)n * (size_t)n_out);
         if (transform == CBP_OUTPUT_SOFTMAX)
             FN(softmax_rows)(n, n_out, out);
@@ -192,14 +213,14 @@ double FN(net_loss)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
     for (ptrdiff_t start = 0; start < n_rows; start += net->capacity) {
         int n = (int)(n_rows - start < net->capacity ? n_rows - start : net->capacity);
         const REAL *Xc = X + start * n_in;
-        FN(forward_chunk)(net, n, Xc);
+        FN(forward_chunk)(net, n, Xc, 0);
         if (outputs != NULL)
             memcpy(outputs + start * n_out, FN(net_output)(net),
                    sizeof(REAL) * (size_t)n * (size_t)n_out);
         loss += FN(loss_chunk)(net, n, FN(target_rows)(net, target, start),
-                               w == NULL ? NULL : w + start, weight_total);
+                               w == NULL ? NULL : w + start, weight_total, 0);
         if (want_grads && weight_total > 0) {
-            FN(backward_deltas)(net, n);
+            FN(backward_deltas)(net, n, 0);
             FN(layer_gradients)(net, n, Xc, grads_written ? 1 : 0);
             grads_written = 1;
         }
@@ -261,13 +282,13 @@ static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const
         for (ptrdiff_t i = 0; i < n; i++)
             weight_total += w[i];
     }
-    FN(forward_chunk)(net, (int)n, X);
-    *loss = FN(loss_chunk)(net, (int)n, target, w, weight_total);
+    FN(forward_chunk)(net, (int)n, X, 1);
+    *loss = FN(loss_chunk)(net, (int)n, target, w, weight_total, 1);
     if (!isfinite(*loss))
         return CBP_NONFINITE_LOSS;
     if (!(weight_total > 0))
         return CBP_OK; /* every weight zero: the batch changes nothing */
-    FN(backward_deltas)(net, (int)n);
+    FN(backward_deltas)(net, (int)n, 1);
     if (FN(fused_update_is_safe)(net, (int)n, X, opt->lr, x_max)) {
         FN(fused_sgd_update)(net, (int)n, X, (REAL)opt->lr);
         return CBP_OK; /* momentum 0: SGD's step count stays (optim_update) */
@@ -284,16 +305,41 @@ int FN(net_train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const RE
     return FN(train_step)(net, opt, n, X, target, w, loss, -1);
 }
 
+/* Ask the memory system for row r of X (n_in values) ahead of its copy. */
+static void FN(prefetch_row)(const REAL *row, int n_in)
+{
+#if defined(__GNUC__)
+    const char *p = (const char *)row, *end = (const char *)(row + n_in);
+    for (; p < end; p += 64)
+        __builtin_prefetch(p, 0, 3);
+#else
+    (void)row;
+    (void)n_in;
+#endif
+}
+
 /* Copy rows order[first .. first + n) of X, the targets and the weights
- * into the plan's batch buffers; returns max |x| over the copied rows. */
-static double FN(gather_batch)(const cbp_net *net, const REAL *X, const void *target,
-                               const REAL *w, const int64_t *order, ptrdiff_t first, int n)
+ * into the plan's batch buffers; returns max |x| over the copied rows.
+ * Shuffled rows come from anywhere in X, each a fresh trip to memory: the
+ * row `ahead` places further on in the order (about 4 KiB ahead; into the
+ * next batch, which then arrives while this one trains) is requested
+ * while row i is copied, so the trips overlap instead of adding up. */
+static double FN(gather_batch)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
+                               const void *target, const REAL *w, const int64_t *order,
+                               ptrdiff_t first, int n)
 {
     int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
+    ptrdiff_t ahead = 4096 / ((ptrdiff_t)sizeof(REAL) * n_in);
+    ahead = ahead < 2 ? 2 : ahead > 16 ? 16 : ahead;
     REAL *bx = net->batch_x, *bw = net->batch_weight;
     double x_max = 0;
+    if (first == 0) /* the epoch's first rows: nothing asked for them yet */
+        for (ptrdiff_t k = 0; k < ahead && k < n_rows; k++)
+            FN(prefetch_row)(X + order[k] * n_in, n_in);
     for (int i = 0; i < n; i++) {
         ptrdiff_t r = order[first + i];
+        if (first + i + ahead < n_rows)
+            FN(prefetch_row)(X + order[first + i + ahead] * n_in, n_in);
         double row_max = FN(copy_max_abs)(n_in, X + r * n_in, bx + (ptrdiff_t)i * n_in);
         x_max = row_max > x_max ? row_max : x_max;
         if (net->loss == CBP_LOSS_SOFTMAX_CE)
@@ -322,7 +368,7 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
         const void *tb = FN(target_rows)(net, target, start);
         double x_max = -1; /* unknown */
         if (order != NULL) {
-            x_max = FN(gather_batch)(net, X, target, w, order, start, n);
+            x_max = FN(gather_batch)(net, n_rows, X, target, w, order, start, n);
             Xb = net->batch_x;
             tb = net->batch_target;
             wb = w == NULL ? NULL : (const REAL *)net->batch_weight;

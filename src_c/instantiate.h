@@ -15,6 +15,8 @@
  *                (sign cleared) read as IREAL order like |x|
  *   INF_BITS     the bits of +infinity: |x|'s bits are >= it iff x is not finite
  *
+ * Every template also sees bits_impl.h's helpers for the running max |x|.
+ *
  * Usage:  #define CBP_TEMPLATE "kernels_impl.h"
  *         #include "instantiate.h"
  */
@@ -34,6 +36,7 @@
 #define REAL_MAX FLT_MAX
 #define IREAL int32_t
 #define INF_BITS INT32_C(0x7f800000)
+#include "bits_impl.h"
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN
@@ -52,6 +55,7 @@
 #define REAL_MAX DBL_MAX
 #define IREAL int64_t
 #define INF_BITS INT64_C(0x7ff0000000000000)
+#include "bits_impl.h"
 #include CBP_TEMPLATE
 #undef REAL
 #undef FN

@@ -113,28 +113,17 @@ void FN(backprop_delta)(const cbp_blas *blas, int act, int n, int n_next, int n_
 
 /* max |src_i|, or +inf if some src_i is not finite, and dst = src unless
  * dst is NULL: a copy and the reduction in one pass (the branch on dst is
- * hoisted out of the loop).  On IEEE bits with the sign cleared, read as a
- * signed integer, the order of |x| is the order of the integers, and every
- * non-finite value is >= the bits of +inf; an integer max-reduction
- * vectorizes where a NaN-aware float one would not. */
+ * hoisted out of the loop; the max runs on the bits, see bits_impl.h). */
 CBP_VECTOR_CLONES
 double FN(copy_max_abs)(ptrdiff_t size, const REAL *src, REAL *dst)
 {
-    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
     IREAL m = 0;
     for (ptrdiff_t i = 0; i < size; i++) {
-        IREAL b;
         if (dst != NULL)
             dst[i] = src[i];
-        memcpy(&b, src + i, sizeof b);
-        b &= abs_mask;
-        m = b > m ? b : m;
+        m = FN(max_bits)(m, src[i]);
     }
-    if (m >= INF_BITS)
-        return INFINITY;
-    REAL r;
-    memcpy(&r, &m, sizeof r);
-    return (double)r;
+    return FN(bits_max)(m);
 }
 
 double FN(max_abs)(ptrdiff_t size, const REAL *x)

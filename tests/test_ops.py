@@ -771,3 +771,90 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(dtype):
         li, dzi = ops.softmax_cross_entropy(Z[i], int(y[i]))
         assert li == pytest.approx(expected, rel=RTOL[np.dtype(dtype)], abs=1e-6)
         assert np.isfinite(dzi).all()
+
+
+# --------------------------------------------------------------------------
+# The fused training step's passes (cbp._ops; the engine calls the C
+# routines): each must give exactly what the separate kernels give, plus
+# the maxima its overflow guard reads, with non-finite entries as inf.
+# --------------------------------------------------------------------------
+
+def _max_or_inf(a):
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.abs(a).max()) if np.isfinite(a).all() else np.inf
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("special", [None, np.inf, -np.inf, np.nan])
+def test_activation_forward_max(act, dtype, special):
+    from cbp import _ops
+    rng = np.random.default_rng(17)
+    z = (4 * rng.standard_normal(1000)).astype(dtype)
+    if special is not None:
+        z[371] = special
+    a = np.empty_like(z)
+    got = _ops.activation_forward_max(ops.activation_code(act), z, a)
+    expected = ops.activation_forward(act, z)
+    np.testing.assert_array_equal(a, expected)   # the same σ, bit for bit
+    assert got == _max_or_inf(expected)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_close(a[np.isfinite(z)], ref.sigma(act, z[np.isfinite(z)].astype(np.float64)),
+                     rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,width", [(1, 7), (33, 10), (5, 256), (4, 600)])
+def test_activation_backward_sum_max(act, dtype, n, width):
+    # widths past the 256-column block of accumulators, and one row
+    from cbp import _ops
+    rng = np.random.default_rng(n * width)
+    Z, D = rand(rng, (n, width), dtype), rand(rng, (n, width), dtype)
+    D_out, sums = D.copy(), np.empty(width, dtype)
+    got = _ops.activation_backward_sum_max(ops.activation_code(act), Z, D_out, sums)
+    # the separate kernels: D ⊙ σ'(Z) (one rounding per entry), then db
+    expected_D = D * ops.activation_derivative(act, Z.ravel()).reshape(n, width)
+    np.testing.assert_array_equal(D_out, expected_D)
+    db = np.empty(width, dtype)
+    _ops.bias_grad(expected_D, db)
+    np.testing.assert_array_equal(sums, db)
+    assert got == _max_or_inf(expected_D)
+    # and against the formula in float64
+    full = D.astype(np.float64) * ref.sigma_prime(act, Z.astype(np.float64))
+    assert_close(D_out, full)
+    assert_close(sums, full.sum(axis=0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+def test_activation_backward_sum_max_reports_nonfinite(dtype, special):
+    from cbp import _ops
+    rng = np.random.default_rng(5)
+    Z, D = rand(rng, (6, 300), dtype), rand(rng, (6, 300), dtype)
+    Z[:, 280] = 1.0                      # σ' = 1 there for ReLU
+    D[4, 280] = special
+    sums = np.empty(300, dtype)
+    got = _ops.activation_backward_sum_max(ops.activation_code("relu"), Z, D, sums)
+    assert got == np.inf
+    assert not np.isfinite(sums[280]) and np.isfinite(np.delete(sums, 280)).all()
+
+
+def test_fused_sgd_step_matches_backward_then_update():
+    # The fused step (forward, loss, one pass per delta, the update folded
+    # into gemm) against backward() and the SGD rule applied in NumPy:
+    # biases exactly (the same sums, rounded and applied alike), weights to
+    # rounding (gemm with alpha = −lr rounds differently from −lr · dW).
+    import cbp
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((40, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 40)
+    a = cbp.Network.mlp([12, 300, 20, 5], activation="tanh", dtype="float32", seed=8)
+    b = cbp.Network.mlp([12, 300, 20, 5], activation="tanh", dtype="float32", seed=8)
+    lr = np.float32(0.1)
+    loss_a = a.train_step(X, y, cbp.SGD(lr=float(lr)))
+    loss_b = b.backward(X, y)
+    assert loss_a == loss_b
+    for la, lb in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(la.b, lb.b + (-lr) * lb.db)
+        assert_close(la.W, lb.W - lr * lb.dW)
