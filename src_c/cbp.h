@@ -18,12 +18,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* CBP_VECTOR_CLONES marks an element-wise loop that GCC compiles twice on
- * x86-64 Linux: for AVX2 and for the baseline (SSE2), picked at load time
- * by the CPU (target_clones, an ifunc).  Only vector width changes: AVX2
- * without FMA, so no multiply-add is contracted and both clones round
- * every operation alike (bit-identical results; setup.py also passes
- * -ffp-contract=off).  Elsewhere (other compilers, platforms, musl, whose
+/* CBP_VECTOR_CLONES marks an element-wise loop that GCC compiles three
+ * times on x86-64 Linux: for AVX-512F, for AVX2 and for the baseline
+ * (SSE2), picked at load time by the CPU (target_clones, an ifunc).  Only
+ * vector width changes (AVX-512 also brings the 64-bit integer max that
+ * the float64 max |x| loops use): setup.py passes -ffp-contract=off, so
+ * no multiply-add is contracted, floating-point sums are not reassociated
+ * into vector lanes, and every clone rounds every operation alike
+ * (bit-identical results).  Elsewhere (other compilers, platforms, musl, whose
  * loader has no ifunc, or CBP_NO_CLONES) it is empty. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     defined(__GLIBC__) && !defined(CBP_NO_CLONES)
