@@ -788,3 +788,27 @@ def test_ctrl_c_during_fit_leaves_a_usable_network(digits):
     assert not worker.is_alive(), "the network stayed locked after the interrupt"
     assert 0 <= result["accuracy"] <= 1
     net.fit(Xtr[:100], ytr[:100], epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("where", ["hidden-activations", "hidden-deltas"])
+def test_fused_sgd_guard_sees_every_layers_maxima(where):
+    # The fused SGD update's overflow guard reads max |A| and max |Δ| of
+    # each layer, taken in the step's own passes.  Here X is ordinary and
+    # only a hidden layer's activations (or the deltas reaching the first
+    # layer) are huge, so only those maxima can tell the guard; a first,
+    # ordinary step leaves small maxima behind that must not be reused.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(16, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=16)
+    net = cbp.Network.mlp([6, 8, 3], activation="relu", dtype="float32", seed=0)
+    net.train_step(X, y, cbp.SGD(lr=0.01))              # ordinary maxima
+    if where == "hidden-activations":
+        net.layers[0].b[...] = 1e30                     # A_1 ≈ 1e30, finite
+    else:
+        net.layers[1].W[...] = 0.0                      # one class's row of W_2 huge:
+        net.layers[1].W[0] = 1e30                       # Δ_1 = Δ_2 W_2 ≈ 6e28
+    before = params_of(net)
+    with pytest.raises(cbp.DivergenceError):
+        net.train_step(X, y, cbp.SGD(lr=1e12))          # lr × 1e30 × … overflows
+    assert_params_equal(before, params_of(net))
+    assert all_finite(net)
