@@ -161,6 +161,28 @@ cdef class OptimizerState:
         self.opt.beta2 = beta2
         self.opt.eps = eps
 
+    def update(self, params, grads):
+        """One optimizer update of the flat `params` from `grads` (both of
+        this state's dtype and size, neither overlapping the other or the
+        state), in place, as a network's step makes it.  Returns OK, or
+        NONFINITE_UPDATE when a new value would not be finite (then nothing
+        is written).  The tests drive the C update rules through it."""
+        cdef int typenum = cnp.NPY_FLOAT32 if self.dtype == np.float32 else cnp.NPY_FLOAT64
+        cdef void *p = _buffer(params, typenum, self.n_params, "params", True)
+        cdef const void *g = _buffer(grads, typenum, self.n_params, "grads")
+        for a, b in ((params, grads), (params, self.buf1), (params, self.buf2),
+                     (grads, self.buf1), (grads, self.buf2)):
+            if np.shares_memory(a, b):
+                raise ValueError("update: params, grads and the state must not overlap")
+        cdef int status
+        cdef Py_ssize_t n = self.n_params
+        with nogil:
+            if typenum == cnp.NPY_FLOAT32:
+                status = cbp_optim_update_f32(&self.opt, n, <float *>p, <const float *>g)
+            else:
+                status = cbp_optim_update_f64(&self.opt, n, <double *>p, <const double *>g)
+        return status
+
     @property
     def step(self):
         return self.opt.step

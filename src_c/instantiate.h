@@ -11,6 +11,7 @@
  *                BLAS(gemm) is blas->sgemm / blas->dgemm
  *   R(x)         a literal of type REAL, so float code stays float
  *   REAL_MAX     the largest finite REAL (FLT_MAX / DBL_MAX)
+ *   REAL_IS_FLOAT  1 for float, 0 for double
  *   IREAL        the signed integer type of REAL's width: the bits of |x|
  *                (sign cleared) read as IREAL order like |x|
  *   INF_BITS     the bits of +infinity: |x|'s bits are >= it iff x is not finite
@@ -34,6 +35,7 @@
 #define BLAS(name) blas->s##name
 #define R(x) ((float)(x))
 #define REAL_MAX FLT_MAX
+#define REAL_IS_FLOAT 1
 #define IREAL int32_t
 #define INF_BITS INT32_C(0x7f800000)
 #include "bits_impl.h"
@@ -44,6 +46,7 @@
 #undef BLAS
 #undef R
 #undef REAL_MAX
+#undef REAL_IS_FLOAT
 #undef IREAL
 #undef INF_BITS
 
@@ -53,6 +56,7 @@
 #define BLAS(name) blas->d##name
 #define R(x) ((double)(x))
 #define REAL_MAX DBL_MAX
+#define REAL_IS_FLOAT 0
 #define IREAL int64_t
 #define INF_BITS INT64_C(0x7ff0000000000000)
 #include "bits_impl.h"
@@ -63,6 +67,7 @@
 #undef BLAS
 #undef R
 #undef REAL_MAX
+#undef REAL_IS_FLOAT
 #undef IREAL
 #undef INF_BITS
 

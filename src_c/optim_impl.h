@@ -78,27 +78,40 @@ static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
 enum { ADAM_BOUND, ADAM_CHECK, ADAM_COMMIT };
 #endif
 
-static inline int FN(adam_pass)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
-                                const REAL *grad, const int mode)
+/* The bias corrections of step t, as adam_pass uses them. */
+static inline REAL FN(adam_step_size)(const cbp_optim *opt, int64_t t)
+{
+    return (REAL)(opt->lr / (1 - pow(opt->beta1, (double)t)));
+}
+static inline REAL FN(adam_bc2_sqrt)(const cbp_optim *opt, int64_t t)
+{
+    return (REAL)sqrt(1 - pow(opt->beta2, (double)t));
+}
+
+/* Over n elements of p, grad and the state m, v (which may be a slice of
+ * opt's buffers).  ADAM_COMMIT raises max_bits[0..2] (the bits of max |p|,
+ * max |m|, max v) to those of the values it writes. */
+static inline int FN(adam_pass)(const cbp_optim *opt, const REAL step_size, const REAL bc2_sqrt,
+                                ptrdiff_t n, REAL *p, const REAL *grad, REAL *m, REAL *v,
+                                const int mode, IREAL *max_bits)
 {
     const int decoupled = opt->kind == CBP_ADAMW;
     const REAL wd = (REAL)opt->weight_decay;
     const REAL decay = (REAL)(1 - opt->lr * opt->weight_decay);
     const REAL one_minus_b1 = (REAL)(1 - opt->beta1);
     const REAL b2 = (REAL)opt->beta2, one_minus_b2 = (REAL)(1 - opt->beta2);
-    const REAL step_size = (REAL)(opt->lr / (1 - pow(opt->beta1, (double)t)));
-    const REAL bc2_sqrt = (REAL)sqrt(1 - pow(opt->beta2, (double)t));
     const REAL eps = (REAL)opt->eps;
     /* max(step, 1) / ε bounds both the quotient m / denom ≤ |m| / ε, which is
      * formed first, and the step times it (inf if ε = 0). */
     const REAL quot_scale = (REAL)(((double)step_size > 1 ? (double)step_size : 1) / (double)eps);
     const REAL half_max = REAL_MAX / 2;
-    REAL *m = opt->buf1, *v = opt->buf2;
     int bad = 0;
     /* The commit's maxima, on the bits of finite non-negative values (they
      * order as the integers; see max_abs). */
     const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
     IREAL max_p = 0, max_m = 0, max_v = 0;
+    if (mode == ADAM_COMMIT)
+        max_p = max_bits[0], max_m = max_bits[1], max_v = max_bits[2];
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL g = grad[i], pi = p[i];
         if (decoupled)
@@ -131,12 +144,8 @@ static inline int FN(adam_pass)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p,
                    !(vi <= REAL_MAX);
         }
     }
-    if (mode == ADAM_COMMIT) {
-        REAL r;
-        memcpy(&r, &max_p, sizeof r), opt->max_p = r;
-        memcpy(&r, &max_m, sizeof r), opt->max_m = r;
-        memcpy(&r, &max_v, sizeof r), opt->max_v = r;
-    }
+    if (mode == ADAM_COMMIT)
+        max_bits[0] = max_p, max_bits[1] = max_m, max_bits[2] = max_v;
     return bad;
 }
 
@@ -171,18 +180,184 @@ static int FN(adam_maxima_bound)(const cbp_optim *opt, int64_t t, double g_max)
 CBP_VECTOR_CLONES
 static int FN(adam_bound)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
 {
-    return FN(adam_pass)(opt, t, n, p, g, ADAM_BOUND);
+    return FN(adam_pass)(opt, FN(adam_step_size)(opt, t), FN(adam_bc2_sqrt)(opt, t), n, p, g,
+                         opt->buf1, opt->buf2, ADAM_BOUND, NULL);
 }
 CBP_VECTOR_CLONES
 static int FN(adam_check)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
 {
-    return FN(adam_pass)(opt, t, n, p, g, ADAM_CHECK);
+    return FN(adam_pass)(opt, FN(adam_step_size)(opt, t), FN(adam_bc2_sqrt)(opt, t), n, p, g,
+                         opt->buf1, opt->buf2, ADAM_CHECK, NULL);
 }
+#if REAL_IS_FLOAT
+/* Adam's commit in float, and subnormal numbers.
+ *
+ * An x86 core takes a microcode assist (~35 ns on the Xeon of
+ * docs/benchmarks.md) when a multiplication, division or square root reads
+ * a subnormal, or a multiplication or division yields one; additions,
+ * comparisons and float <-> double conversions do not.  Adam's m drifts
+ * there in ordinary training: where a weight's gradient stays 0 (a dead
+ * unit, a pixel that is almost always 0) m ← 0.9 m is subnormal in float
+ * after ~800 steps, and the update slows several-fold
+ * (benchmarks/subnormal_adam.c).
+ *
+ * So, for plain Adam, a group of ADAM_GROUP lanes holding a small m (and no
+ * small g or v, which the float loop below would also meet) goes through
+ * adam_small_m; every other group through adam_pass. */
+#define ADAM_GROUP 16
+#define ADAM_CHUNK 4096 /* lanes classified at a time (a multiple of ADAM_GROUP) */
+_Static_assert(ADAM_GROUP == 16, "adam_commit reads a group's classes as two 8-byte words");
+
+/* d, which GCC cannot tell came from a float: else it narrows
+ * (float)((double)a * (double)b) back to a float multiplication, the same
+ * value but with the assist.  z is 0 at run time. */
+static inline double FN(opaque)(double d, int64_t z)
+{
+    int64_t b;
+    memcpy(&b, &d, sizeof b);
+    b ^= z;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+static volatile int64_t FN(zero_bits) = 0;
+
+/* Plain Adam (no weight decay) over n lanes: adam_pass's float operations,
+ * except that the three which can meet a small m — (1 − β1)(g − m),
+ * m / denom and the step times the quotient — are done in double and
+ * rounded to float.  Bit for bit the float result: a product of two floats
+ * is exact in double, and a quotient rounded to double and then to float is
+ * the float quotient (53 >= 2 · 24 + 2; S. Figueroa, "When is double
+ * rounding innocuous?", 1995), subnormal or not; the double of a float is
+ * never subnormal. */
+static inline void FN(adam_small_m)(const cbp_optim *opt, const REAL step_size,
+                                    const REAL bc2_sqrt, ptrdiff_t n, REAL *restrict p,
+                                    const REAL *restrict grad, REAL *restrict m,
+                                    REAL *restrict v, IREAL *max_bits, int64_t z)
+{
+    const REAL one_minus_b1 = (REAL)(1 - opt->beta1);
+    const REAL b2 = (REAL)opt->beta2, one_minus_b2 = (REAL)(1 - opt->beta2);
+    const REAL eps = (REAL)opt->eps;
+    const double c1 = FN(opaque)(one_minus_b1, z), minus_step = FN(opaque)(-step_size, z);
+    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
+    IREAL max_p = max_bits[0], max_m = max_bits[1], max_v = max_bits[2];
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const REAL g = grad[i], m0 = m[i];
+        const REAL mi = m0 + (REAL)(c1 * FN(opaque)(g - m0, z));
+        const REAL vi = v[i] * b2 + one_minus_b2 * g * g;
+        const REAL denom = M(sqrt)(vi) / bc2_sqrt + eps;
+        const REAL quot = (REAL)(FN(opaque)(mi, z) / FN(opaque)(denom, z));
+        const REAL pi = p[i] + (REAL)(minus_step * FN(opaque)(quot, z));
+        m[i] = mi, v[i] = vi, p[i] = pi;
+        IREAL bp, bm, bv;
+        memcpy(&bp, &pi, sizeof bp);
+        memcpy(&bm, &mi, sizeof bm);
+        memcpy(&bv, &vi, sizeof bv);
+        bp &= abs_mask, bm &= abs_mask, bv &= abs_mask;
+        max_p = bp > max_p ? bp : max_p;
+        max_m = bm > max_m ? bm : max_m;
+        max_v = bv > max_v ? bv : max_v;
+    }
+    max_bits[0] = max_p, max_bits[1] = max_m, max_bits[2] = max_v;
+}
+
+/* Any m below 2^-80 in magnitude, other than 0? */
+static inline int FN(adam_any_small_m)(ptrdiff_t n, const REAL *restrict m)
+{
+    const REAL small = R(8.27180612553027674871e-25); /* 2^-80 */
+    IREAL any = 0;
+    for (ptrdiff_t i = 0; i < n; i++)
+        any |= (M(fabs)(m[i]) < small) & (m[i] != 0);
+    return any != 0;
+}
+
+/* Which path each lane wants: 1 for a small m (adam_small_m), 2 for a small
+ * g or v (then its group stays with adam_pass, whose float products would
+ * meet it anyway), 0 for neither.  "Small" is a heuristic: both paths give
+ * the same bits, so it only decides speed. */
+static inline void FN(adam_classify)(ptrdiff_t n, const REAL *restrict grad,
+                                     const REAL *restrict m, const REAL *restrict v,
+                                     unsigned char *restrict cls)
+{
+    const REAL small_mv = R(8.27180612553027674871e-25); /* 2^-80 */
+    const REAL small_g = R(9.09494701772928237915e-13);  /* 2^-40 */
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const REAL am = M(fabs)(m[i]), av = M(fabs)(v[i]), ag = M(fabs)(grad[i]);
+        const int small_m = (am < small_mv) & (am != 0);
+        const int other = ((av < small_mv) & (av != 0)) | ((ag < small_g) & (ag != 0));
+        cls[i] = (unsigned char)(small_m | (other << 1));
+    }
+}
+
 CBP_VECTOR_CLONES
 static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
 {
-    return FN(adam_pass)(opt, t, n, p, g, ADAM_COMMIT);
+    const REAL step_size = FN(adam_step_size)(opt, t), bc2_sqrt = FN(adam_bc2_sqrt)(opt, t);
+    REAL *m = opt->buf1, *v = opt->buf2;
+    IREAL max_bits[3] = {0, 0, 0};
+    const int plain = opt->kind == CBP_ADAM && (REAL)opt->weight_decay == 0;
+    const int64_t z = FN(zero_bits);
+    unsigned char cls[ADAM_CHUNK];
+    for (ptrdiff_t start = 0; start < n; start += ADAM_CHUNK) {
+        const ptrdiff_t len = n - start < ADAM_CHUNK ? n - start : ADAM_CHUNK;
+        REAL *pc = p + start, *mc = m + start, *vc = v + start;
+        const REAL *gc = g + start;
+        if (!plain || !FN(adam_any_small_m)(len, mc)) {
+            FN(adam_pass)(opt, step_size, bc2_sqrt, len, pc, gc, mc, vc, ADAM_COMMIT, max_bits);
+            continue;
+        }
+        FN(adam_classify)(len, gc, mc, vc, cls);
+        const ptrdiff_t padded = (len + ADAM_GROUP - 1) / ADAM_GROUP * ADAM_GROUP;
+        memset(cls + len, 0, (size_t)(padded - len));
+        /* Runs of groups that take the same path: [run, k) with run_small,
+         * dispatched when the path changes or at the end. */
+        ptrdiff_t run = 0;
+        int run_small = 0;
+        for (ptrdiff_t k = 0;; k += ADAM_GROUP) {
+            int small = 0;
+            if (k < len) {
+                uint64_t lo, hi;
+                memcpy(&lo, cls + k, 8);
+                memcpy(&hi, cls + k + 8, 8);
+                const uint64_t any = lo | hi, ones = 0x0101010101010101u;
+                small = (any & ones) != 0 && (any & (ones << 1)) == 0;
+                if (k == 0 || small == run_small) {
+                    run_small = small;
+                    continue;
+                }
+            } else {
+                k = len;
+            }
+            if (run_small)
+                FN(adam_small_m)(opt, step_size, bc2_sqrt, k - run, pc + run, gc + run, mc + run,
+                                 vc + run, max_bits, z);
+            else
+                FN(adam_pass)(opt, step_size, bc2_sqrt, k - run, pc + run, gc + run, mc + run,
+                              vc + run, ADAM_COMMIT, max_bits);
+            if (k == len)
+                break;
+            run = k, run_small = small;
+        }
+    }
+    REAL r;
+    memcpy(&r, &max_bits[0], sizeof r), opt->max_p = r;
+    memcpy(&r, &max_bits[1], sizeof r), opt->max_m = r;
+    memcpy(&r, &max_bits[2], sizeof r), opt->max_v = r;
+    return 0;
 }
+#else
+CBP_VECTOR_CLONES
+static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+{
+    IREAL max_bits[3] = {0, 0, 0};
+    FN(adam_pass)(opt, FN(adam_step_size)(opt, t), FN(adam_bc2_sqrt)(opt, t), n, p, g, opt->buf1,
+                  opt->buf2, ADAM_COMMIT, max_bits);
+    REAL r;
+    memcpy(&r, &max_bits[0], sizeof r), opt->max_p = r;
+    memcpy(&r, &max_bits[1], sizeof r), opt->max_m = r;
+    memcpy(&r, &max_bits[2], sizeof r), opt->max_v = r;
+    return 0;
+}
+#endif
 CBP_VECTOR_CLONES
 static int FN(sgd_check)(const cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
 {

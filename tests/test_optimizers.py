@@ -651,3 +651,107 @@ def test_a_hyperparameter_array_changed_in_place_does_not_reach_the_step():
     for _ in range(3):
         twin.train_step(X, y, ref)
     assert_params_equal(params64(net), params64(twin))
+
+
+# ------------------------------------------------- float32 Adam, bit for bit
+# Adam's float32 commit sends groups of lanes whose m is tiny (subnormal, as
+# where a weight's gradient stays 0) through a path that does three of the
+# float operations in double (to avoid x86's slow subnormal arithmetic);
+# both paths must give exactly the float result.  The reference is NumPy's
+# float32 arithmetic (IEEE, subnormals kept) in the same order of operations.
+def _adam_float32_reference(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
+    f = np.float32
+    step_size = f(lr / (1 - beta1 ** t))
+    bc2_sqrt = f(np.sqrt(1 - beta2 ** t))
+    if decoupled:
+        p = p * f(1 - lr * weight_decay)
+    elif weight_decay != 0:
+        g = g + f(weight_decay) * p
+    m = m + f(1 - beta1) * (g - m)
+    v = v * f(beta2) + f(1 - beta2) * g * g
+    denom = np.sqrt(v) / bc2_sqrt + f(eps)
+    p = p + (-step_size) * (m / denom)
+    return p, m, v
+
+
+def _wide_float32(rng, n):
+    """Values over float32's whole range: 0, subnormal, tiny, ordinary."""
+    scale = np.exp2(-rng.integers(0, 150, n).astype(np.float64))
+    x = (rng.uniform(-1, 1, n) * scale).astype(np.float32)
+    x[rng.random(n) < 0.1] = 0
+    return x
+
+
+def _adam_case(pattern, n, rng):
+    p = rng.normal(0, 0.5, n).astype(np.float32)
+    g = (rng.normal(0, 1e-2, n)).astype(np.float32)
+    m = (0.5 * g).astype(np.float32)
+    v = (g.astype(np.float64) ** 2 + 1e-12).astype(np.float32)
+    groups = np.arange(n) // 16
+    if pattern == "dead-groups":  # as in a digits fit: whole rows with g = 0
+        dead = groups % 3 != 2
+        m[dead] = rng.integers(1, 100, dead.sum()) * np.float32(1e-41)
+        g[dead] = 0
+        v[dead] = np.float32(1e-20)
+    elif pattern == "tiny-m-ordinary-g":  # tiny m, but g and v of every size
+        tiny = groups % 2 == 0
+        m[tiny] = (_wide_float32(rng, tiny.sum()) * np.float32(1e-30)).astype(np.float32)
+        g[tiny] = (rng.uniform(-1, 1, tiny.sum()) * np.exp2(-rng.integers(0, 30, tiny.sum()))
+                   ).astype(np.float32)
+        v[tiny] = np.exp2(-rng.integers(0, 60, tiny.sum())).astype(np.float32)
+    elif pattern == "wide":  # everything anywhere in float32's range
+        p, g, m = (_wide_float32(rng, n) for _ in range(3))
+        v = np.abs(_wide_float32(rng, n))
+    return p, g, m, v
+
+
+@pytest.mark.parametrize("pattern", ["normal", "dead-groups", "tiny-m-ordinary-g", "wide"])
+@pytest.mark.parametrize("n", [1, 15, 16, 37, 4810, 9000])
+@pytest.mark.parametrize("kind,kw", [
+    ("adam", dict(lr=1e-3)),
+    ("adam", dict(lr=0.05, beta1=0.8, beta2=0.99, eps=1e-6)),
+    ("adam", dict(lr=1e-3, weight_decay=0.01)),
+    ("adamw", dict(lr=1e-3, weight_decay=0.01)),
+], ids=["adam", "adam-custom", "adam-l2", "adamw"])
+def test_float32_adam_update_is_bit_exact_on_subnormal_state(pattern, n, kind, kw):
+    from cbp import _engine
+
+    rng = np.random.default_rng(n + len(pattern))
+    opt = CBP_CLASSES[kind](**kw)
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
+    hyper.update(kw)
+    state = _engine.OptimizerState(kind, n, np.float32)
+    state.set_hyperparameters(**opt._hyperparameters())
+    p, g, m, v = _adam_case(pattern, n, rng)
+    if pattern == "dead-groups" or (pattern != "normal" and n >= 16):
+        assert np.any((m != 0) & (np.abs(m) < np.finfo(np.float32).tiny))
+    for t in (1, 7, 1000):
+        state.step = t - 1
+        state.buf1[...] = m
+        state.buf2[...] = v
+        params = p.copy()
+        status = state.update(params, g)
+        expected = _adam_float32_reference(p, g, m, v, t, decoupled=kind == "adamw", **hyper)
+        if not all(np.all(np.isfinite(e)) for e in expected):
+            assert status == _engine.NONFINITE_UPDATE
+            continue
+        assert status == _engine.OK
+        for actual, want, name in zip((params, state.buf1, state.buf2), expected, "pmv"):
+            mismatch = np.flatnonzero(actual.view(np.uint32) != want.view(np.uint32))
+            assert mismatch.size == 0, (
+                f"{name}[{mismatch[0]}] = {actual[mismatch[0]]!r}, float32 gives "
+                f"{want[mismatch[0]]!r} ({mismatch.size} lanes differ)")
+
+
+def test_optimizer_state_update_rejects_bad_buffers():
+    from cbp import _engine
+
+    state = _engine.OptimizerState("adam", 8, np.float32)
+    state.set_hyperparameters(lr=1e-3)
+    g = np.zeros(8, np.float32)
+    with pytest.raises(TypeError, match="float32"):
+        state.update(np.zeros(8), g)
+    with pytest.raises(ValueError, match="8 elements"):
+        state.update(np.zeros(7, np.float32), g[:7])
+    with pytest.raises(ValueError, match="overlap"):
+        state.update(state.buf1, g)
