@@ -21,7 +21,9 @@
  *           would otherwise narrow (float)((double)a * (double)b) back to a
  *           float multiply, which does take the assist.
  *
- * It checks that `exact` writes the same bits as `float`.  See
+ * It checks that `exact` writes the same bits as `float`.  cbp's float32
+ * Adam (adam_commit) now sends groups of lanes holding a tiny m through a
+ * path with only three of these operations in double (adam_small_m).  See
  * docs/benchmarks.md (digits) for what the figures mean.
  */
 #include <math.h>
