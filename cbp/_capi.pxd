@@ -49,6 +49,17 @@ cdef extern from "cbp.h" nogil:
     void cbp_linear_forward_vec_f64(const cbp_blas *blas, int n_out, int n_in,
                                     const double *W, const double *b, const double *x,
                                     double *z)
+    void cbp_transpose_add_f32(int rows, int cols, const float *src, const float *add,
+                               float *dst)
+    void cbp_transpose_add_f64(int rows, int cols, const double *src, const double *add,
+                               double *dst)
+    void cbp_linear_forward_nn_f32(const cbp_blas *blas, int n, int n_out, int n_in,
+                                   const float *W, const float *b, const float *X, float *XT,
+                                   float *ZT, float *Z)
+    void cbp_linear_forward_nn_f64(const cbp_blas *blas, int n, int n_out, int n_in,
+                                   const double *W, const double *b, const double *X,
+                                   double *XT, double *ZT, double *Z)
+    int cbp_forward_nn_pays(int n, int n_out, int n_in)
     void cbp_linear_forward_f32(const cbp_blas *blas, int n, int n_out, int n_in,
                                 const float *W, const float *b, const float *X, float *Z)
     void cbp_linear_forward_f64(const cbp_blas *blas, int n, int n_out, int n_in,
@@ -153,6 +164,8 @@ cdef extern from "cbp.h" nogil:
         void *batch_x
         void *batch_target
         void *batch_weight
+        int forward_nn
+        void *batch_xt
 
     int cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)
     int cbp_optim_update_f64(cbp_optim *opt, Py_ssize_t n, double *p, const double *g)

@@ -239,6 +239,8 @@ cdef class Engine:
         self.net.grads = _buffer(grads, self.typenum, offset, "grads", True)
         self.params, self.grads = params, grads
         self.net.capacity = 0
+        self.net.forward_nn = 0
+        self.net.batch_xt = NULL
         self.n_in, self.n_out = sizes[0], sizes[n_layers]
         self.workspace = []
         self.blas_threads = 0
@@ -286,6 +288,28 @@ cdef class Engine:
         self.net.batch_weight = cnp.PyArray_DATA(<cnp.ndarray>batch_weight)
         self.workspace = work
         self.net.capacity = <int>rows
+        self.net.batch_xt = NULL
+        if self.net.forward_nn:
+            self._reserve_xt()
+
+    cdef _reserve_xt(self):
+        batch_xt = aligned_empty((self.n_in, self.net.capacity),
+                                 np.float32 if self.typenum == cnp.NPY_FLOAT32 else np.float64)
+        self.workspace.append(batch_xt)
+        self.net.batch_xt = cnp.PyArray_DATA(<cnp.ndarray>batch_xt)
+
+    @property
+    def forward_nn(self):
+        """Whether batch forward products may run as Zᵀ = W Xᵀ where
+        cbp_forward_nn_pays (src_c/cbp.h): set for OpenBLAS's AVX-512
+        kernels (cbp._threads.forward_nn_default)."""
+        return bool(self.net.forward_nn)
+
+    @forward_nn.setter
+    def forward_nn(self, bint on):
+        self.net.forward_nn = on
+        if on and self.net.capacity > 0 and self.net.batch_xt == NULL:
+            self._reserve_xt()
 
     cdef int _ready(self) except -1:
         if self.net.capacity < 1:

@@ -6,6 +6,8 @@ caller can make C read or write out of bounds."""
 from libc.stdint cimport int64_t
 from cbp._capi cimport *
 
+import numpy as np
+
 ctypedef fused real:
     float
     double
@@ -48,6 +50,46 @@ def linear_forward(const real[:, ::1] W, const real[::1] b, const real[:, ::1] X
             cbp_linear_forward_f32(&BLAS, n, n_out, n_in, &W[0, 0], &b[0], &X[0, 0], &Z[0, 0])
         else:
             cbp_linear_forward_f64(&BLAS, n, n_out, n_in, &W[0, 0], &b[0], &X[0, 0], &Z[0, 0])
+
+
+def linear_forward_nn(const real[:, ::1] W, const real[::1] b, const real[:, ::1] X,
+                      real[:, ::1] Z):
+    """Z = X Wᵀ + b by the engine's other form, Zᵀ = W Xᵀ between two
+    transposes (workspace allocated here)."""
+    cdef int n = X.shape[0], n_out = W.shape[0], n_in = W.shape[1]
+    _check(b.shape[0] == n_out and X.shape[1] == n_in
+           and Z.shape[0] == n and Z.shape[1] == n_out and n >= 1)
+    dtype = np.float32 if real is float else np.float64
+    cdef real[::1] XT = np.empty(<Py_ssize_t>n * n_in, dtype=dtype)
+    cdef real[::1] ZT = np.empty(<Py_ssize_t>n * n_out, dtype=dtype)
+    with nogil:
+        if real is float:
+            cbp_linear_forward_nn_f32(&BLAS, n, n_out, n_in, &W[0, 0], &b[0], &X[0, 0],
+                                      &XT[0], &ZT[0], &Z[0, 0])
+        else:
+            cbp_linear_forward_nn_f64(&BLAS, n, n_out, n_in, &W[0, 0], &b[0], &X[0, 0],
+                                      &XT[0], &ZT[0], &Z[0, 0])
+
+
+def transpose_add(const real[:, ::1] src, add, real[:, ::1] dst):
+    """dst = srcᵀ (+ add[i] on dst's column i when add is not None)."""
+    cdef int rows = src.shape[0], cols = src.shape[1]
+    _check(dst.shape[0] == cols and dst.shape[1] == rows and rows >= 1 and cols >= 1)
+    cdef const real[::1] a
+    cdef const real *pa = NULL
+    if add is not None:
+        a = add
+        _check(a.shape[0] == rows)
+        pa = &a[0]
+    with nogil:
+        if real is float:
+            cbp_transpose_add_f32(rows, cols, &src[0, 0], pa, &dst[0, 0])
+        else:
+            cbp_transpose_add_f64(rows, cols, &src[0, 0], pa, &dst[0, 0])
+
+
+def forward_nn_pays(int n, int n_out, int n_in):
+    return bool(cbp_forward_nn_pays(n, n_out, n_in))
 
 
 def outer_vec(const real[::1] delta, const real[::1] x, real[:, ::1] dW):

@@ -66,9 +66,37 @@ def _find():
             get = getattr(lib, f"{prefix}openblas_get_num_threads", None)
             set_ = getattr(lib, f"{prefix}openblas_set_num_threads", None)
             if get is not None and set_ is not None:
+                core = _corename(lib, prefix)
                 return (ctypes.cast(get, ctypes.c_void_p).value,
-                        ctypes.cast(set_, ctypes.c_void_p).value, path)
+                        ctypes.cast(set_, ctypes.c_void_p).value, path, core)
     return None
+
+
+def _corename(lib, prefix):
+    fn = getattr(lib, f"{prefix}openblas_get_corename", None)
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = []
+    try:
+        name = fn()
+    except Exception:  # pragma: no cover
+        return None
+    return name.decode("ascii", "replace").lower() if name else None
+
+
+# OpenBLAS cores whose "small matrix" kernels refuse the forward product's
+# transposed form at some small sizes but not its NN form (see
+# cbp_forward_nn_pays in src_c/cbp.h).
+_SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def forward_nn_default() -> bool:
+    """Whether engines should take the NN forward where it pays: when the
+    BLAS that SciPy calls is OpenBLAS running one of its AVX-512 cores
+    (the core OpenBLAS chose, or OPENBLAS_CORETYPE)."""
+    bind()
+    return _bound is not None and _bound[3] in _SMALL_KERNEL_CORES
 
 
 def bind() -> bool:

@@ -145,6 +145,7 @@ class Network:
         self._threads_key = None
         self._named_optimizers = {}
         _threads.bind()
+        self._engine.forward_nn = _threads.forward_nn_default()
 
     @classmethod
     def mlp(cls, sizes, activation="relu", loss="softmax_cross_entropy", dtype="float32",

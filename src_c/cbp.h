@@ -156,6 +156,35 @@ void cbp_linear_forward_f64(const cbp_blas *blas, int n, int n_out, int n_in,
                             const double *W, const double *b, const double *X,
                             double *Z);
 
+/* dst (cols, rows) = srcᵀ (+ add[i] on dst's column i, if add is not NULL)
+ * for src (rows, cols), both row-major and not overlapping. */
+void cbp_transpose_add_f32(int rows, int cols, const float *src, const float *add, float *dst);
+void cbp_transpose_add_f64(int rows, int cols, const double *src, const double *add,
+                           double *dst);
+/* Z = X Wᵀ + b computed as Zᵀ = W Xᵀ: XT (n_in, n) and ZT (n_out, n) are
+ * workspace.  The engine takes it where cbp_forward_nn_pays. */
+void cbp_linear_forward_nn_f32(const cbp_blas *blas, int n, int n_out, int n_in,
+                               const float *W, const float *b, const float *X, float *XT,
+                               float *ZT, float *Z);
+void cbp_linear_forward_nn_f64(const cbp_blas *blas, int n, int n_out, int n_in,
+                               const double *W, const double *b, const double *X,
+                               double *XT, double *ZT, double *Z);
+
+/* Does the forward product of a batch layer run faster as Zᵀ = W Xᵀ with
+ * OpenBLAS's AVX-512 kernels (SkylakeX, Cooperlake, Sapphire Rapids)?
+ * Their "small matrix" code skips packing for M N K <= 10⁶, except in
+ * products with a transposed A ("TN") where M N > 1200 or K < 32
+ * (kernel/x86_64/sgemm_small_kernel_permit_skylakex.c; dgemm behaves
+ * alike).  The forward X Wᵀ is such a TN product, M = n_out, N = n,
+ * K = n_in; W Xᵀ is "NN" and allowed.  64 -> 64 at batch 32 on the Xeon
+ * of docs/benchmarks.md: 3.0 µs as TN, 1.4 µs as NN, 2.4 µs with both
+ * transposes (float).  The engine asks only when net->forward_nn is set. */
+static inline int cbp_forward_nn_pays(int n, int n_out, int n_in)
+{
+    const double mnk = (double)n * n_out * n_in;
+    return n > 1 && mnk <= 1e6 && ((double)n * n_out > 1200 || n_in < 32);
+}
+
 /* dW = beta dW + δ xᵀ (ger).  δ (n_out), x (n_in), dW (n_out, n_in).
  * beta is 0 (overwrite) or 1 (accumulate). */
 void cbp_outer_vec_f32(const cbp_blas *blas, int n_out, int n_in, const float *delta,
@@ -361,6 +390,8 @@ typedef struct cbp_net {
     void *batch_x;           /* (capacity, n_in of layer 1): a gathered batch */
     void *batch_target;      /* (capacity) int64 labels or (capacity, n_out) REAL */
     void *batch_weight;      /* (capacity) REAL */
+    int forward_nn;          /* take linear_forward_nn where cbp_forward_nn_pays */
+    void *batch_xt;          /* (n_in of layer 1, capacity), or NULL: its XT */
 } cbp_net;
 
 /* Forward n_rows rows of X (n_rows, n_in) in chunks of net->capacity and

@@ -36,9 +36,16 @@ static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X, int meas
         cbp_layer *L = &net->layers[l];
         ptrdiff_t size = (ptrdiff_t)n * L->n_out;
         REAL *Z = L->Z, *A = L->A;
+        /* The NN form's workspace: Xᵀ in the layer below's D (the input
+         * layer's in batch_xt), Zᵀ in this layer's D, both free until the
+         * backward pass. */
+        REAL *XT = l == 0 ? (REAL *)net->batch_xt : (REAL *)net->layers[l - 1].D;
         if (n == 1)
             FN(linear_forward_vec)(net->blas, L->n_out, L->n_in, LAYER_W(net, L),
                                    LAYER_B(net, L), in, Z);
+        else if (net->forward_nn && XT != NULL && cbp_forward_nn_pays(n, L->n_out, L->n_in))
+            FN(linear_forward_nn)(net->blas, n, L->n_out, L->n_in, LAYER_W(net, L),
+                                  LAYER_B(net, L), in, XT, (REAL *)L->D, Z);
         else
             FN(linear_forward)(net->blas, n, L->n_out, L->n_in, LAYER_W(net, L),
                                LAYER_B(net, L), in, Z);
