@@ -699,13 +699,20 @@ def _adam_case(pattern, n, rng):
         g[tiny] = (rng.uniform(-1, 1, tiny.sum()) * np.exp2(-rng.integers(0, 30, tiny.sum()))
                    ).astype(np.float32)
         v[tiny] = np.exp2(-rng.integers(0, 60, tiny.sum())).astype(np.float32)
+    elif pattern == "trained":  # a well-trained network: g ~ 1e-12..1e-45, g² underflows
+        tiny = groups % 3 != 1
+        k = tiny.sum()
+        g[tiny] = (rng.uniform(-1, 1, k) * np.exp2(-rng.integers(40, 150, k))).astype(np.float32)
+        m[tiny] = (rng.uniform(-1, 1, k) * np.exp2(-rng.integers(30, 150, k))).astype(np.float32)
+        v[tiny] = np.exp2(-rng.integers(70, 150, k)).astype(np.float32)
     elif pattern == "wide":  # everything anywhere in float32's range
         p, g, m = (_wide_float32(rng, n) for _ in range(3))
         v = np.abs(_wide_float32(rng, n))
     return p, g, m, v
 
 
-@pytest.mark.parametrize("pattern", ["normal", "dead-groups", "tiny-m-ordinary-g", "wide"])
+@pytest.mark.parametrize("pattern", ["normal", "dead-groups", "tiny-m-ordinary-g", "trained",
+                                     "wide"])
 @pytest.mark.parametrize("n", [1, 15, 16, 37, 4810, 9000])
 @pytest.mark.parametrize("kind,kw", [
     ("adam", dict(lr=1e-3)),
