@@ -4,6 +4,8 @@ AVX-512 kernels): its transposes move values exactly, its product matches
 the float64 reference, and a network computes the same forward, loss,
 gradients and training with it as without it, on any machine (the tests
 switch it on and off themselves)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,24 @@ def test_forward_nn_can_be_switched_on_after_reserve():
     expected = net.forward(X)          # reserves 300 rows without the XT workspace
     net._engine.forward_nn = True      # allocates it now
     np.testing.assert_allclose(net.forward(X), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_nn_default_follows_scipys_openblas_core():
+    """On where threadpoolctl (an independent reader of the same library)
+    says SciPy's OpenBLAS runs an AVX-512 core, off elsewhere."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS)
+
+    from cbp import _threads
+
+    if not _threads.bind():
+        assert not _threads.forward_nn_default()
+        return
+    bound = os.path.basename(_threads._bound[2])
+    infos = [i for i in threadpoolctl.threadpool_info()
+             if i.get("internal_api") == "openblas" and os.path.basename(i["filepath"]) == bound]
+    assert infos, f"threadpoolctl does not list the OpenBLAS cbp bound ({bound})"
+    core = (infos[0].get("architecture") or "").lower()
+    assert _threads.forward_nn_default() == (core in ("skylakex", "cooperlake",
+                                                       "sapphirerapids"))
+    assert cbp.Network.mlp([4, 3])._engine.forward_nn == _threads.forward_nn_default()
