@@ -58,7 +58,7 @@ def linear_forward_nn(const real[:, ::1] W, const real[::1] b, const real[:, ::1
     transposes (workspace allocated here)."""
     cdef int n = X.shape[0], n_out = W.shape[0], n_in = W.shape[1]
     _check(b.shape[0] == n_out and X.shape[1] == n_in
-           and Z.shape[0] == n and Z.shape[1] == n_out and n >= 1)
+           and Z.shape[0] == n and Z.shape[1] == n_out and n >= 1 and n_in >= 1 and n_out >= 1)
     dtype = np.float32 if real is float else np.float64
     cdef real[::1] XT = np.empty(<Py_ssize_t>n * n_in, dtype=dtype)
     cdef real[::1] ZT = np.empty(<Py_ssize_t>n * n_out, dtype=dtype)

@@ -107,8 +107,7 @@ static inline int FN(adam_pass)(const cbp_optim *opt, const REAL step_size, cons
     const REAL half_max = REAL_MAX / 2;
     int bad = 0;
     /* The commit's maxima, on the bits of finite non-negative values (they
-     * order as the integers; see max_abs). */
-    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
+     * order as the integers; see bits_impl.h). */
     IREAL max_p = 0, max_m = 0, max_v = 0;
     if (mode == ADAM_COMMIT)
         max_p = max_bits[0], max_m = max_bits[1], max_v = max_bits[2];
@@ -131,14 +130,9 @@ static inline int FN(adam_pass)(const cbp_optim *opt, const REAL step_size, cons
             m[i] = mi;
             v[i] = vi;
             p[i] = pi;
-            IREAL bp, bm, bv;
-            memcpy(&bp, &pi, sizeof bp);
-            memcpy(&bm, &mi, sizeof bm);
-            memcpy(&bv, &vi, sizeof bv);
-            bp &= abs_mask, bm &= abs_mask, bv &= abs_mask;
-            max_p = bp > max_p ? bp : max_p;
-            max_m = bm > max_m ? bm : max_m;
-            max_v = bv > max_v ? bv : max_v;
+            max_p = FN(max_bits)(max_p, pi);
+            max_m = FN(max_bits)(max_m, mi);
+            max_v = FN(max_bits)(max_v, vi);
         } else {
             bad |= !(M(fabs)(pi) <= REAL_MAX) | !(M(fabs)(mi) <= REAL_MAX) |
                    !(vi <= REAL_MAX);
@@ -238,7 +232,6 @@ static inline void FN(adam_small_m)(const cbp_optim *opt, const REAL step_size,
     const REAL b2 = (REAL)opt->beta2, one_minus_b2 = (REAL)(1 - opt->beta2);
     const REAL eps = (REAL)opt->eps;
     const double c1 = FN(opaque)(one_minus_b1, z), minus_step = FN(opaque)(-step_size, z);
-    const IREAL abs_mask = (IREAL)(~(uint64_t)0 >> (65 - 8 * sizeof(REAL)));
     IREAL max_p = max_bits[0], max_m = max_bits[1], max_v = max_bits[2];
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL g = grad[i], m0 = m[i];
@@ -248,14 +241,9 @@ static inline void FN(adam_small_m)(const cbp_optim *opt, const REAL step_size,
         const REAL quot = (REAL)(FN(opaque)(mi, z) / FN(opaque)(denom, z));
         const REAL pi = p[i] + (REAL)(minus_step * FN(opaque)(quot, z));
         m[i] = mi, v[i] = vi, p[i] = pi;
-        IREAL bp, bm, bv;
-        memcpy(&bp, &pi, sizeof bp);
-        memcpy(&bm, &mi, sizeof bm);
-        memcpy(&bv, &vi, sizeof bv);
-        bp &= abs_mask, bm &= abs_mask, bv &= abs_mask;
-        max_p = bp > max_p ? bp : max_p;
-        max_m = bm > max_m ? bm : max_m;
-        max_v = bv > max_v ? bv : max_v;
+        max_p = FN(max_bits)(max_p, pi);
+        max_m = FN(max_bits)(max_m, mi);
+        max_v = FN(max_bits)(max_v, vi);
     }
     max_bits[0] = max_p, max_bits[1] = max_m, max_bits[2] = max_v;
 }
