@@ -143,6 +143,9 @@ cdef extern from "cbp.h" nogil:
         int64_t step
         void *buf1
         void *buf2
+        unsigned char *hints
+        Py_ssize_t n_hints
+        int64_t hints_step
 
     ctypedef struct cbp_layer:
         int n_in, n_out, activation

@@ -133,6 +133,7 @@ cdef class OptimizerState:
     network's flat parameter buffer)."""
     cdef cbp_optim opt
     cdef readonly object buf1, buf2
+    cdef object hints  # float32 Adam's path hints (cbp_optim.hints)
     cdef readonly Py_ssize_t n_params
     cdef readonly object dtype
     cdef public object key  # the hyperparameters last loaded (see cbp.optim)
@@ -146,6 +147,11 @@ cdef class OptimizerState:
         self.buf2 = aligned_zeros(n_params if kind != "sgd" else 0, self.dtype)
         self.opt.buf1 = cnp.PyArray_DATA(<cnp.ndarray>self.buf1)
         self.opt.buf2 = cnp.PyArray_DATA(<cnp.ndarray>self.buf2)
+        if kind == "adam" and self.dtype == np.float32:
+            self.hints = np.zeros((n_params + 15) // 16 + 1, np.uint8)
+            self.opt.hints = <unsigned char *>cnp.PyArray_DATA(<cnp.ndarray>self.hints)
+            self.opt.n_hints = (n_params + 15) // 16
+        self.opt.hints_step = 0
         self.opt.step = 0
         self.key = None
 

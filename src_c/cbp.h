@@ -345,6 +345,14 @@ typedef struct cbp_optim {
      * once instead of p, g, m and v. */
     double max_p, max_m, max_v;
     int maxima_fresh;
+    /* float32 Adam (optim_impl.h's adam_commit): one byte per group of 16
+     * lanes, 1 where the last sorting of the lanes sent the group through
+     * the path for tiny m, and the step t of that sorting (0: none yet).
+     * A speed hint only — both paths write the same bits — redone every
+     * few steps; NULL (or n_hints short of the groups) sorts every step. */
+    unsigned char *hints;
+    ptrdiff_t n_hints;
+    int64_t hints_step;
 } cbp_optim;
 
 /* p ← update(p, g) over n elements and opt->step += 1 (for SGD only

@@ -88,6 +88,28 @@ static inline REAL FN(adam_bc2_sqrt)(const cbp_optim *opt, int64_t t)
     return (REAL)sqrt(1 - pow(opt->beta2, (double)t));
 }
 
+/* √v / √(1 − β2ᵗ), the REAL quotient s / c, with inv = 1 / (double)c.
+ * In float, without the divider: (float)((double)s · inv) is the float
+ * quotient bit for bit.  inv and the product each round to double (relative
+ * error ≤ 2⁻⁵³ each), while s / c, for floats s and c, is never a rounding
+ * midpoint of float (a midpoint has 25 significant bits, so m · c = s
+ * would need s to have more than 24 unless c is a power of two, when s / c
+ * is exact) and lies at least 2⁻⁴⁹ (relative) from every one: s − m·c is
+ * a nonzero multiple of ulp(m)·ulp(c).  So both round to the same float
+ * (tests/test_optimizers.py checks every significand for 20 steps' c).  The quotient of
+ * Adam's two divisions by a constant; the other, m / denom, stays one.
+ * In double there is no wider type, and it stays a division. */
+static inline REAL FN(over_bc2)(REAL s, REAL c, double inv)
+{
+#if REAL_IS_FLOAT
+    (void)c;
+    return (REAL)((double)s * inv);
+#else
+    (void)inv;
+    return s / c;
+#endif
+}
+
 /* Over n elements of p, grad and the state m, v (which may be a slice of
  * opt's buffers).  ADAM_COMMIT raises max_bits[0..2] (the bits of max |p|,
  * max |m|, max v) to those of the values it writes. */
@@ -105,6 +127,7 @@ static inline int FN(adam_pass)(const cbp_optim *opt, const REAL step_size, cons
      * formed first, and the step times it (inf if ε = 0). */
     const REAL quot_scale = (REAL)(((double)step_size > 1 ? (double)step_size : 1) / (double)eps);
     const REAL half_max = REAL_MAX / 2;
+    const double inv_bc2 = 1.0 / (double)bc2_sqrt; /* see FN(over_bc2) */
     int bad = 0;
     /* The commit's maxima, on the bits of finite non-negative values (they
      * order as the integers; see bits_impl.h). */
@@ -124,7 +147,7 @@ static inline int FN(adam_pass)(const cbp_optim *opt, const REAL step_size, cons
             bad |= !(bound <= half_max) | !(M(fabs)(mi) <= half_max) | !(vi <= half_max);
             continue;
         }
-        REAL denom = M(sqrt)(vi) / bc2_sqrt + eps;
+        REAL denom = FN(over_bc2)(M(sqrt)(vi), bc2_sqrt, inv_bc2) + eps;
         pi = pi + (-step_size) * (mi / denom);
         if (mode == ADAM_COMMIT) {
             m[i] = mi;
@@ -200,7 +223,8 @@ static int FN(adam_check)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const
  * adam_small_m; every other group through adam_pass. */
 #define ADAM_GROUP 16
 #define ADAM_CHUNK 4096 /* lanes classified at a time (a multiple of ADAM_GROUP) */
-_Static_assert(ADAM_GROUP == 16, "adam_commit reads a group's classes as two 8-byte words");
+_Static_assert(ADAM_GROUP == 16, "adam_group_small reads a group's classes as two 8-byte words");
+_Static_assert(ADAM_CHUNK % ADAM_GROUP == 0, "a chunk's groups start at start / ADAM_GROUP");
 
 /* d, which GCC cannot tell came from a float: else it narrows
  * (float)((double)a * (double)b) back to a float multiplication, the same
@@ -232,12 +256,13 @@ static inline void FN(adam_small_m)(const cbp_optim *opt, const REAL step_size,
     const REAL b2 = (REAL)opt->beta2, one_minus_b2 = (REAL)(1 - opt->beta2);
     const REAL eps = (REAL)opt->eps;
     const double c1 = FN(opaque)(one_minus_b1, z), minus_step = FN(opaque)(-step_size, z);
+    const double inv_bc2 = 1.0 / (double)bc2_sqrt;
     IREAL max_p = max_bits[0], max_m = max_bits[1], max_v = max_bits[2];
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL g = grad[i], m0 = m[i];
         const REAL mi = m0 + (REAL)(c1 * FN(opaque)(g - m0, z));
         const REAL vi = v[i] * b2 + one_minus_b2 * g * g;
-        const REAL denom = M(sqrt)(vi) / bc2_sqrt + eps;
+        const REAL denom = FN(over_bc2)(M(sqrt)(vi), bc2_sqrt, inv_bc2) + eps;
         const REAL quot = (REAL)(FN(opaque)(mi, z) / FN(opaque)(denom, z));
         const REAL pi = p[i] + (REAL)(minus_step * FN(opaque)(quot, z));
         m[i] = mi, v[i] = vi, p[i] = pi;
@@ -276,6 +301,23 @@ static inline void FN(adam_classify)(ptrdiff_t n, const REAL *restrict grad,
     }
 }
 
+/* Does the group of ADAM_GROUP classes at c (adam_classify's) go through
+ * adam_small_m: some lane with a small m and none with a small g or v? */
+static inline unsigned char FN(adam_group_small)(const unsigned char *c)
+{
+    uint64_t lo, hi;
+    memcpy(&lo, c, 8);
+    memcpy(&hi, c + 8, 8);
+    const uint64_t any = lo | hi, ones = 0x0101010101010101u;
+    return (any & ones) != 0 && (any & (ones << 1)) == 0;
+}
+
+/* Sort the lanes every ADAM_RESORT steps, not every step: which m are tiny
+ * changes slowly (m ← 0.9 m takes hundreds of steps to get there), and the
+ * sorting passes (adam_any_small_m, adam_classify) cost a quarter of the
+ * update on the digits network. */
+#define ADAM_RESORT 16
+
 CBP_VECTOR_CLONES
 static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
 {
@@ -284,48 +326,48 @@ static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, cons
     IREAL max_bits[3] = {0, 0, 0};
     const int plain = opt->kind == CBP_ADAM && (REAL)opt->weight_decay == 0;
     const int64_t z = FN(zero_bits);
-    unsigned char cls[ADAM_CHUNK];
+    /* The hints of the last sorting, if kept and recent. */
+    const int keep = opt->hints != NULL && opt->n_hints >= (n + ADAM_GROUP - 1) / ADAM_GROUP;
+    const int reuse = keep && opt->hints_step > 0 && t >= opt->hints_step &&
+                      t - opt->hints_step < ADAM_RESORT;
+    unsigned char cls[ADAM_CHUNK], local[ADAM_CHUNK / ADAM_GROUP];
     for (ptrdiff_t start = 0; start < n; start += ADAM_CHUNK) {
         const ptrdiff_t len = n - start < ADAM_CHUNK ? n - start : ADAM_CHUNK;
+        const ptrdiff_t groups = (len + ADAM_GROUP - 1) / ADAM_GROUP;
         REAL *pc = p + start, *mc = m + start, *vc = v + start;
         const REAL *gc = g + start;
-        if (!plain || !FN(adam_any_small_m)(len, mc)) {
+        if (!plain) {
             FN(adam_pass)(opt, step_size, bc2_sqrt, len, pc, gc, mc, vc, ADAM_COMMIT, max_bits);
             continue;
         }
-        FN(adam_classify)(len, gc, mc, vc, cls);
-        const ptrdiff_t padded = (len + ADAM_GROUP - 1) / ADAM_GROUP * ADAM_GROUP;
-        memset(cls + len, 0, (size_t)(padded - len));
-        /* Runs of groups that take the same path: [run, k) with run_small,
-         * dispatched when the path changes or at the end. */
-        ptrdiff_t run = 0;
-        int run_small = 0;
-        for (ptrdiff_t k = 0;; k += ADAM_GROUP) {
-            int small = 0;
-            if (k < len) {
-                uint64_t lo, hi;
-                memcpy(&lo, cls + k, 8);
-                memcpy(&hi, cls + k + 8, 8);
-                const uint64_t any = lo | hi, ones = 0x0101010101010101u;
-                small = (any & ones) != 0 && (any & (ones << 1)) == 0;
-                if (k == 0 || small == run_small) {
-                    run_small = small;
-                    continue;
-                }
+        unsigned char *hint = keep ? opt->hints + start / ADAM_GROUP : local;
+        if (!reuse) {
+            if (!FN(adam_any_small_m)(len, mc)) {
+                memset(hint, 0, (size_t)groups);
             } else {
-                k = len;
+                FN(adam_classify)(len, gc, mc, vc, cls);
+                memset(cls + len, 0, (size_t)(groups * ADAM_GROUP - len));
+                for (ptrdiff_t k = 0; k < groups; k++)
+                    hint[k] = FN(adam_group_small)(cls + k * ADAM_GROUP);
             }
-            if (run_small)
-                FN(adam_small_m)(opt, step_size, bc2_sqrt, k - run, pc + run, gc + run, mc + run,
-                                 vc + run, max_bits, z);
+        }
+        /* Runs of groups [run, k) taking the same path. */
+        ptrdiff_t run = 0;
+        for (ptrdiff_t k = 1; k <= groups; k++) {
+            if (k < groups && hint[k] == hint[run])
+                continue;
+            const ptrdiff_t a = run * ADAM_GROUP, b = k < groups ? k * ADAM_GROUP : len;
+            if (hint[run])
+                FN(adam_small_m)(opt, step_size, bc2_sqrt, b - a, pc + a, gc + a, mc + a, vc + a,
+                                 max_bits, z);
             else
-                FN(adam_pass)(opt, step_size, bc2_sqrt, k - run, pc + run, gc + run, mc + run,
-                              vc + run, ADAM_COMMIT, max_bits);
-            if (k == len)
-                break;
-            run = k, run_small = small;
+                FN(adam_pass)(opt, step_size, bc2_sqrt, b - a, pc + a, gc + a, mc + a, vc + a,
+                              ADAM_COMMIT, max_bits);
+            run = k;
         }
     }
+    if (keep && plain && !reuse)
+        opt->hints_step = t;
     REAL r;
     memcpy(&r, &max_bits[0], sizeof r), opt->max_p = r;
     memcpy(&r, &max_bits[1], sizeof r), opt->max_m = r;

@@ -750,6 +750,97 @@ def test_float32_adam_update_is_bit_exact_on_subnormal_state(pattern, n, kind, k
                 f"{want[mismatch[0]]!r} ({mismatch.size} lanes differ)")
 
 
+def _assert_adam_bits(state, p, g, m, v, t, hyper, decoupled=False):
+    """One update of `state` from (p, g, m, v) at step t, bit for bit the
+    float32 reference's; returns the reference's new (p, m, v)."""
+    from cbp import _engine
+
+    state.step = t - 1
+    state.buf1[...] = m
+    state.buf2[...] = v
+    params = p.copy()
+    assert state.update(params, g) == _engine.OK
+    expected = _adam_float32_reference(p, g, m, v, t, decoupled=decoupled, **hyper)
+    for actual, want, name in zip((params, state.buf1, state.buf2), expected, "pmv"):
+        mismatch = np.flatnonzero(actual.view(np.uint32) != want.view(np.uint32))
+        assert mismatch.size == 0, (
+            f"step {t}: {name}[{mismatch[0]}] = {actual[mismatch[0]]!r}, float32 gives "
+            f"{want[mismatch[0]]!r} ({mismatch.size} lanes differ)")
+    return expected
+
+
+@pytest.mark.parametrize("first,then", [("normal", "dead-groups"), ("dead-groups", "normal"),
+                                        ("trained", "wide"), ("wide", "trained")])
+def test_float32_adam_is_bit_exact_when_its_path_hints_are_stale(first, then):
+    # adam_commit sorts the lanes into its two paths only every few steps and
+    # reuses the sorting in between: with state that changed meanwhile,
+    # ordinary lanes take the path for tiny m and tiny ones the float loop.
+    # Both must still give the float32 result.
+    from cbp import _engine
+
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
+    n = 4810
+    state = _engine.OptimizerState("adam", n, np.float32)
+    state.set_hyperparameters(lr=1e-3)
+    rng = np.random.default_rng(len(first) + 7 * len(then))
+    _assert_adam_bits(state, *_adam_case(first, n, rng), 1, hyper)   # sorts
+    for t in (2, 3, 16):                                             # reuse that sorting
+        _assert_adam_bits(state, *_adam_case(then, n, rng), t, hyper)
+
+
+def test_float32_adam_many_steps_bit_exact_across_resorting():
+    # 40 consecutive steps on a digits-like state (dead groups whose m decays
+    # into subnormal numbers while the others train), each checked: the
+    # sorting is redone along the way and m crosses into tiny values between
+    # two sortings.
+    from cbp import _engine
+
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
+    n = 9000
+    rng = np.random.default_rng(40)
+    p, g, m, v = _adam_case("dead-groups", n, rng)
+    m[np.arange(n) // 16 % 3 == 0] = np.float32(3e-23)   # reaches 2^-80 within ~20 steps
+    state = _engine.OptimizerState("adam", n, np.float32)
+    state.set_hyperparameters(lr=1e-3)
+    for t in range(1, 41):
+        p, m, v = _assert_adam_bits(state, p, g, m, v, t, hyper)
+        g = (g * np.float32(0.97)).astype(np.float32)
+
+
+def test_float32_quotient_by_a_constant_through_double_reciprocal():
+    # Adam divides √v by c = √(1 − β2ᵗ), a constant of the step: in float32
+    # cbp multiplies by 1 / c in double and rounds to float instead
+    # (optim_impl.h, over_bc2), claiming the float quotient bit for bit.
+    # Every normal s = √v is some significand in [1, 2) times a power of two,
+    # which scales quotient and product alike, so all 2^23 significands for
+    # each c settle the claim for that c; here the c of steps 1..16 and later.
+    s = (np.arange(2**23, dtype=np.uint32) | np.uint32(0x3F800000)).view(np.float32)
+    s64 = s.astype(np.float64)
+    for t in [*range(1, 17), 100, 1000, 10**4, 10**5]:
+        c = np.float32(np.sqrt(1 - 0.999 ** t))
+        by_reciprocal = (s64 * (1.0 / np.float64(c))).astype(np.float32)
+        mismatch = np.flatnonzero(by_reciprocal.view(np.uint32) != (s / c).view(np.uint32))
+        assert mismatch.size == 0, f"t={t}: {s[mismatch[0]]!r} / {c!r}"
+
+
+def test_float32_adam_update_bit_exact_over_many_denominators():
+    # The same claim through the C update: sqrt(v) over 2^18 lanes of
+    # random significands and exponents, at several steps.
+    from cbp import _engine
+
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
+    n = 2**18
+    rng = np.random.default_rng(18)
+    p = rng.normal(0, 0.5, n).astype(np.float32)
+    g = rng.normal(0, 1e-2, n).astype(np.float32)
+    m = (0.5 * g).astype(np.float32)
+    state = _engine.OptimizerState("adam", n, np.float32)
+    state.set_hyperparameters(lr=1e-3)
+    for t in (1, 2, 5, 30, 1000):
+        v = (rng.uniform(1, 4, n) * np.exp2(rng.integers(-60, 20, n))).astype(np.float32)
+        _assert_adam_bits(state, p, g, m, v, t, hyper)
+
+
 def test_optimizer_state_update_rejects_bad_buffers():
     from cbp import _engine
 
