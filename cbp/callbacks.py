@@ -83,8 +83,9 @@ class EarlyStopping:
         after which training stops.
     min_delta : float, default 0.0
     restore_best : bool, default True
-        When training ends (stopped early or not), put back the parameters
-        of the best epoch.
+        When training ends (stopped early or not, or by a
+        :class:`DivergenceError`), put back the parameters of the best
+        epoch.
 
     Attributes
     ----------

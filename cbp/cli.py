@@ -6,8 +6,8 @@ interrupted.  Every error is one line ``cbp: error: …`` on stderr, never
 a traceback.
 
 Data files (``--data``) are ``.npz`` archives with arrays ``X`` and ``y``
-or numeric ``.csv`` files with an optional header row and the target in
-the last column.
+or numeric ``.csv`` files with an optional header row (a first row with
+no numeric field) and the target in the last column.
 """
 from __future__ import annotations
 
@@ -109,7 +109,9 @@ def _csv_fields(line: str) -> list:
 
 def _read_csv(path) -> np.ndarray:
     """A numeric CSV as a float64 (rows, columns) array.  The first row is
-    a header (and skipped) when one of its fields is not a number."""
+    a header (and skipped) when none of its fields is a number; a first row
+    mixing numbers and other fields is data with a fault, reported as on
+    any other line (so a headerless file never loses its first row)."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             text = f.read()
@@ -119,7 +121,7 @@ def _read_csv(path) -> np.ndarray:
             if line.strip()]
     if not rows:
         raise DataError(f"{path}: the file is empty")
-    if not all(_is_number(field) for field in _csv_fields(rows[0][1])):
+    if not any(_is_number(field) for field in _csv_fields(rows[0][1])):
         rows = rows[1:]  # header
         if not rows:
             raise DataError(f"{path}: no data rows, only a header")
@@ -144,8 +146,10 @@ def _diagnose_csv(path, rows) -> None:
         for column, field in enumerate(fields, start=1):
             if not _is_number(field):
                 what = "an empty field" if not field.strip() else f"{field!r}"
+                hint = (" (a header row must have no numeric field)"
+                        if number == rows[0][0] and number == 1 else "")
                 raise DataError(f"{path}, line {number}, column {column}: {what} is not "
-                                "a number")
+                                f"a number{hint}")
 
 
 def _read_npz(path, need_y: bool):

@@ -47,6 +47,12 @@ def _as_dtype(dtype) -> np.dtype:
     return d
 
 
+def _is_true(value) -> bool:
+    """A callback's "stop": True, NumPy's True too (a comparison's result),
+    nothing else truthy (a callback that returns its logs does not stop)."""
+    return value is True or (isinstance(value, np.bool_) and bool(value))
+
+
 def _check_flag(name, value) -> None:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
@@ -241,6 +247,11 @@ class Network:
         Returns
         -------
         ndarray, shape (n, out_features), of the network's dtype
+
+        Raises
+        ------
+        FloatingPointError
+            When the outputs overflow the network's dtype on these inputs.
         """
         return self._forward(self._inputs(X), _engine.OUTPUT_RAW)
 
@@ -250,7 +261,19 @@ class Network:
             self._reserve(X.shape[0])
             self._set_threads(X.shape[0], 2)
             self._engine.forward(X, out, transform)
+        self._check_outputs(out)
         return out
+
+    def _check_outputs(self, out):
+        """Finite inputs can still overflow the dtype inside the network
+        (float32 beyond 3.4e38): a FloatingPointError, not inf/NaN outputs,
+        a NaN softmax or an argmax taken over NaN."""
+        if not _engine.all_finite(out):
+            row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            raise FloatingPointError(
+                f"the network's output for row {row} of X is not finite: the forward pass "
+                f"overflowed {self.dtype} (largest finite {np.finfo(self.dtype).max:.3g}) on "
+                f"finite inputs; scale the inputs, or use dtype='float64'")
 
     def backward(self, X, y, sample_weight=None) -> float:
         """Loss of the batch and its gradient into every layer's ``dW``,
@@ -293,7 +316,8 @@ class Network:
             holds the state (momentum buffer, Adam's moments and step
             count).  A name (``"sgd"``, ``"adam"``, ``"adamw"``) means that
             optimizer with its defaults, one per network and name, kept
-            between calls (so its state carries over too).
+            between calls to ``train_step`` (so its state carries over
+            too; :meth:`fit` with a name starts a new one).
         sample_weight : array-like, shape (n,), optional
             Non-negative weights; the loss is ``Σ wᵢ lᵢ / Σ wᵢ``.
 
@@ -322,15 +346,7 @@ class Network:
             check_nonempty(X.shape[0])
             y = self._targets(y, X.shape[0])
             w = check_sample_weight(w, X.shape[0], self.dtype)
-        if not isinstance(optimizer, Optimizer):
-            # A name means one optimizer per network and name, kept between
-            # calls, so its state (momentum, Adam's moments) carries over.
-            if not (optimizer is None or isinstance(optimizer, str)):
-                get_optimizer(optimizer)  # raises the TypeError
-            key = optimizer.lower() if isinstance(optimizer, str) else optimizer
-            if key not in self._named_optimizers:
-                self._named_optimizers[key] = get_optimizer(optimizer)
-            optimizer = self._named_optimizers[key]
+        optimizer = self._optimizer(optimizer)
         with self._lock:
             state = optimizer._state_for(self)
             if X.shape[0] > self._engine.capacity:
@@ -340,6 +356,20 @@ class Network:
         if status != _engine.OK:
             raise DivergenceError(self._divergence_message(status, loss))
         return float(loss)
+
+    def _optimizer(self, spec) -> Optimizer:
+        """train_step's optimizer: an Optimizer is itself; a name, or None
+        (Adam), means the network's optimizer of that name with its
+        defaults, created on first use and kept for later calls, so its
+        state (momentum, Adam's moments and step count) carries over."""
+        if isinstance(spec, Optimizer):
+            return spec
+        if not (spec is None or isinstance(spec, str)):
+            get_optimizer(spec)  # raises the TypeError
+        key = "adam" if spec is None else spec.lower()
+        if key not in self._named_optimizers:
+            self._named_optimizers[key] = get_optimizer(spec)  # unknown names raise here
+        return self._named_optimizers[key]
 
     @staticmethod
     def _divergence_message(status, loss, where=""):
@@ -365,7 +395,11 @@ class Network:
         batch_size : int, default 32
             The last batch of an epoch may be smaller.
         optimizer : Optimizer or str, optional
-            ``None`` means ``Adam(lr=1e-3)``; a name its defaults.
+            ``None`` means ``Adam(lr=1e-3)``; a name that optimizer with its
+            defaults.  Either is a new optimizer for this call, so Adam's
+            moments and step count start afresh at every ``fit``; to carry
+            them from one call to the next, pass the same
+            :class:`Optimizer` object each time.
         shuffle : bool, default True
             Reshuffle the rows every epoch (seeded by the network's seed).
         validation_data : tuple (X_val, y_val), optional
@@ -373,7 +407,8 @@ class Network:
         progress : bool, optional
             Show a progress bar; ``None`` shows one when stderr is a terminal.
         callbacks : list of callables ``callback(epoch, logs)``, optional
-            A callback returning ``True`` stops training.
+            A callback returning ``True`` (or NumPy's ``True``) stops
+            training.
         sample_weight : array-like, shape (n,), optional
             Non-negative weights; each batch's loss is ``Σ wᵢ lᵢ / Σ wᵢ``.
 
@@ -386,7 +421,9 @@ class Network:
         ------
         DivergenceError
             When a batch's loss or gradient is not finite; the network
-            keeps the parameters of the last finite step.
+            keeps the parameters of the last finite step, unless a callback's
+            ``on_train_end`` (which runs first) puts back others, as
+            :class:`EarlyStopping` with ``restore_best`` does.
         """
         epochs = positive_int("epochs", epochs)
         batch_size = positive_int("batch_size", batch_size)
@@ -428,8 +465,15 @@ class Network:
                             losses[first:first + count])
                     if status != _engine.OK:
                         k = first + done
-                        raise DivergenceError(self._divergence_message(
-                            status, losses[k], f" at epoch {epoch}, batch {k}"))
+                        message = self._divergence_message(
+                            status, losses[k], f" at epoch {epoch}, batch {k}")
+                        # Training ends here too: EarlyStopping(restore_best)
+                        # puts back its best epoch's parameters.
+                        if any(hasattr(cb, "on_train_end") for cb in callbacks):
+                            message += (" Then the callbacks' on_train_end ran (EarlyStopping "
+                                        "with restore_best puts back its best epoch).")
+                        self._train_end(callbacks, logs)
+                        raise DivergenceError(message)
                     if bar is not None:
                         bar.update(count)
                         bar.set_postfix(epoch=epoch, loss=f"{losses[first + count - 1]:.4g}")
@@ -443,16 +487,20 @@ class Network:
                 history._append(epoch, dict(logs))
                 stop = False
                 for cb in callbacks:
-                    stop = (cb(epoch, logs) is True) or stop
+                    stop = _is_true(cb(epoch, logs)) or stop
                 if stop:
                     break
         finally:
             if bar is not None:
                 bar.close()
+        self._train_end(callbacks, logs)
+        return history
+
+    @staticmethod
+    def _train_end(callbacks, logs):
         for cb in callbacks:
             if hasattr(cb, "on_train_end"):
                 cb.on_train_end(logs)
-        return history
 
     def _validation(self, validation_data):
         if validation_data is None:
@@ -510,6 +558,11 @@ class Network:
             of shape ``(n, out)``.  ``mse``: the outputs, shape
             ``(n, out)``.  With one output, binary cross-entropy and
             ``mse`` give shape ``(n,)``.
+
+        Raises
+        ------
+        FloatingPointError
+            When the outputs overflow the network's dtype on these inputs.
         """
         X = self._inputs(X)
         if self.loss == "softmax_cross_entropy":
@@ -536,6 +589,8 @@ class Network:
         ------
         ValueError
             When the network's loss is ``mse``.
+        FloatingPointError
+            When the outputs overflow the network's dtype on these inputs.
         """
         if self.loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"predict_proba needs a classification loss, this network's "
@@ -560,6 +615,13 @@ class Network:
         dict
             ``{"loss": …, "accuracy": …}``; accuracy for classification
             losses only (for binary cross-entropy over all elements).
+
+        Raises
+        ------
+        ValueError
+            Bad X, y or sample_weight, or weights that sum to 0.
+        FloatingPointError
+            When the network's outputs overflow its dtype on these inputs.
         """
         X = self._inputs(X)
         check_nonempty(X.shape[0])
@@ -569,10 +631,14 @@ class Network:
 
     def _evaluate(self, X, y, w=None):
         outputs = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
+        if w is not None and not np.sum(w, dtype=np.float64) > 0:
+            raise ValueError("sample_weight sums to 0: the weighted loss and accuracy "
+                             "(Σ wᵢ lᵢ / Σ wᵢ) are undefined; give some row a positive weight")
         with self._lock:
             self._reserve(X.shape[0])
             self._set_threads(X.shape[0], 2)
             loss, _ = self._engine.loss(X, y, w, False, outputs)
+        self._check_outputs(outputs)
         result = {"loss": float(loss)}
         if self.loss == "softmax_cross_entropy":
             correct = outputs.argmax(axis=1) == y
@@ -584,7 +650,7 @@ class Network:
             rows = correct.reshape(len(y), -1).mean(axis=1)
             w64 = w.astype(np.float64)  # float32 sums could round past 1
             total = float(w64.sum())
-            result["accuracy"] = min(1.0, float(np.sum(rows * w64)) / total) if total > 0 else 0.0
+            result["accuracy"] = min(1.0, float(np.sum(rows * w64)) / total)
         else:
             result["accuracy"] = float(correct.mean())
         return result

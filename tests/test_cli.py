@@ -302,6 +302,9 @@ def error_files(tmp):
     files["missing.csv"] = tmp / "missing.csv"
     (tmp / "words.csv").write_text("a,b,c\n1,2,0\n3,oops,1\n")
     files["words.csv"] = tmp / "words.csv"
+    # No header: a first row with a number in it is data, its fault reported.
+    (tmp / "first_row_na.csv").write_text("1,NA,0\n3,4,1\n")
+    files["first_row_na.csv"] = tmp / "first_row_na.csv"
     (tmp / "ragged.csv").write_text("1,2,0\n3,4\n")
     files["ragged.csv"] = tmp / "ragged.csv"
     (tmp / "empty.csv").write_text("\n\n")
@@ -340,6 +343,8 @@ def error_files(tmp):
 TRAIN_DATA_ERRORS = [
     ("missing.csv", "No such file"),
     ("words.csv", "line 3, column 2: 'oops' is not a number"),
+    ("first_row_na.csv", "line 1, column 2: 'NA' is not a number (a header row must have no "
+                         "numeric field)"),
     ("ragged.csv", "line 2: 2 columns, expected 3"),
     ("empty.csv", "empty"),
     ("header_only.csv", "only a header"),

@@ -168,6 +168,24 @@ def test_optimizer_argument_forms(small):
         base.copy().fit(X, y, epochs=1, optimizer="rmsprop", progress=False)
 
 
+def test_fit_by_name_starts_a_new_optimizer_each_call(small):
+    # None or a name is a new optimizer per fit (the same Optimizer object
+    # carries its state across calls); train_step keeps one per name.
+    Xtr, ytr, _, _ = small
+    X, y = Xtr[:96], ytr[:96]
+    base = cbp.Network.mlp([64, 16, 10], seed=0)
+    by_name, fresh, kept, once = base.copy(), base.copy(), base.copy(), base.copy()
+    opt = cbp.Adam()
+    for _ in range(2):
+        by_name.fit(X, y, epochs=1, optimizer="adam", shuffle=False, progress=False)
+        fresh.fit(X, y, epochs=1, optimizer=cbp.Adam(), shuffle=False, progress=False)
+        kept.fit(X, y, epochs=1, optimizer=opt, shuffle=False, progress=False)
+    once.fit(X, y, epochs=2, optimizer=cbp.Adam(), shuffle=False, progress=False)
+    assert_params_equal(params_of(by_name), params_of(fresh))
+    assert_params_equal(params_of(kept), params_of(once))
+    assert not np.array_equal(params_of(by_name)[0], params_of(once)[0])
+
+
 # ---------------------------------------------------------------- sample weights
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_unit_weights_equal_no_weights(small, dtype):
@@ -341,6 +359,18 @@ def test_callback_returning_true_stops(small):
     assert len(h.history["loss"]) == 4
 
 
+def test_callback_returning_numpy_true_stops(small):
+    # A NumPy comparison gives np.True_, not True: it stops training too.
+    Xtr, ytr, _, _ = small
+    net = cbp.Network.mlp([64, 16, 10], seed=0)
+    h = net.fit(Xtr, ytr, epochs=10, callbacks=[lambda e, l: np.int64(e) >= 1],
+                progress=False)
+    assert len(h.history["loss"]) == 2
+    # Other truthy values do not: a callback that returns its logs keeps going.
+    h = net.fit(Xtr, ytr, epochs=3, callbacks=[lambda e, l: l], progress=False)
+    assert len(h.history["loss"]) == 3
+
+
 def test_non_callable_callback(small):
     Xtr, ytr, _, _ = small
     net = cbp.Network.mlp([64, 16, 10], seed=0)
@@ -469,6 +499,30 @@ def test_early_stopping_without_restore_keeps_last(overfit):
     assert_params_equal(params_of(net), snaps[-1])
 
 
+def test_early_stopping_restores_best_when_fit_diverges(overfit):
+    # Training that ends with a DivergenceError ends too: restore_best puts
+    # back the best epoch's parameters before the error propagates.
+    X, y, Xv, yv = overfit
+    es = cbp.EarlyStopping(monitor="val_loss", patience=1000)
+    net = cbp.Network.mlp([64, 32, 10], seed=0)
+    opt = cbp.SGD(lr=0.01)
+    snaps = []
+
+    def blow_up(epoch, logs):  # after es has seen the epoch
+        snaps.append(params_of(net))
+        if epoch == 1:
+            net.layers[0].W[...] *= 30  # epoch 2 ends worse than epoch 1
+        if epoch == 2:
+            opt.lr = 1e38  # the next step's update overflows
+
+    with pytest.raises(cbp.DivergenceError, match="epoch 3"):
+        net.fit(X, y, epochs=10, batch_size=8, optimizer=opt, validation_data=(Xv, yv),
+                callbacks=[es, blow_up], progress=False)
+    assert es.best_epoch in (0, 1)
+    assert_params_equal(params_of(net), snaps[es.best_epoch])
+    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(es.best, rel=1e-6)
+
+
 def test_early_stopping_reused_across_fits(overfit):
     X, y, Xv, yv = overfit
     es = cbp.EarlyStopping(monitor="val_loss", patience=2)
@@ -578,7 +632,12 @@ def test_huge_learning_rate_diverges_cleanly(dtype, lr):
         net.fit(X, y, epochs=20, batch_size=8, optimizer=cbp.SGD(lr=lr), progress=False)
     assert isinstance(e.value, FloatingPointError) and isinstance(e.value, cbp.CBPError)
     assert all_finite(net)
-    net.predict(X)  # still usable
+    # Still usable: an answer, or (weights grown near the float limit by the
+    # huge steps before the last) the clear overflow error, never NaN.
+    try:
+        assert np.isfinite(net.predict(X)).all()
+    except FloatingPointError as exc:
+        assert "overflowed" in str(exc)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

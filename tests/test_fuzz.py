@@ -409,6 +409,14 @@ def test_fuzz_inference(net, data):
         Xc = None
     try:
         got = getattr(net, method)(X)
+    except FloatingPointError as exc:  # finite inputs, outputs beyond the dtype
+        assert Xc is not None and "overflowed" in str(exc), f"{method}: {exc}"
+        s, err = error_bounds(net.parameters(), [la.activation for la in net.layers], Xc,
+                              net.dtype)[-1]
+        assert not (representable(s, net.dtype) and representable(err, net.dtype)), \
+            f"{method} overflowed where the reference is in range: {exc}"
+        event(f"{method}: overflow refused")
+        return
     except ALLOWED as exc:
         assert str(exc)
         assert Xc is None, f"valid {method} refused: {type(exc).__name__}: {exc}"
@@ -418,6 +426,8 @@ def test_fuzz_inference(net, data):
         assert same_params(net.parameters(), before_p)
     assert Xc is not None, f"{method} accepted invalid input"
     event(f"{method}: valid")
+    if got.dtype.kind == "f":  # never inf or NaN: overflow raises instead
+        assert np.isfinite(got).all(), f"{method} returned non-finite values"
     check_inference(net, method, Xc, got)
 
 
@@ -692,6 +702,8 @@ def test_fuzz_loss_calls(net, data):
             raise Invalid("empty")
         yc = oracle_y(y, net.loss, Xc.shape[0], net.out_features, net.dtype)
         wc = oracle_w(w, Xc.shape[0], net.dtype)
+        if method == "evaluate" and wc is not None and not wc.astype(np.float64).sum() > 0:
+            raise Invalid("evaluate: weights summing to 0 (the weighted mean is 0/0)")
         valid = True
     except Invalid:
         valid = False
@@ -709,6 +721,12 @@ def test_fuzz_loss_calls(net, data):
         steps_ok = ok and all(representable(p.astype(np.float64) - lr * g, net.dtype)
                               for p, g in zip(before_p, grads))
         assert not steps_ok, f"train_step diverged where the reference is finite: {exc}"
+        return
+    except FloatingPointError as exc:  # outputs beyond the dtype
+        assert method == "evaluate" and valid, f"FloatingPointError from {method}: {exc}"
+        assert "overflowed" in str(exc)
+        assert not reference_loss(net, Xc, yc, wc)[2], \
+            f"evaluate overflowed where the reference is in range: {exc}"
         return
     except ALLOWED as exc:
         assert str(exc)

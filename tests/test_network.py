@@ -883,3 +883,45 @@ def test_pickled_network_trains_like_original():
     net.fit(X, y, epochs=2, batch_size=7, progress=False)
     clone.fit(X, y, epochs=2, batch_size=7, progress=False)
     assert_params_equal(params_of(net), params_of(clone))
+
+
+# ------------------------------------------------- outputs beyond the dtype
+def _overflowing(loss, dtype, w):
+    net = cbp.Network([cbp.Dense(1, 2)], loss=loss, dtype=dtype, seed=0)
+    net.layers[0].W[...] = [[w], [-w]]
+    net.layers[0].b[...] = 0
+    return net
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "binary_cross_entropy", "mse"])
+def test_outputs_that_overflow_raise(loss):
+    # Finite X, finite weights, logits beyond float32: a clear error from
+    # every inference call, never inf/NaN probabilities or an argmax over NaN.
+    net = _overflowing(loss, "float32", 10.0)
+    X = np.array([[1.0], [1e38]], dtype=np.float32)
+    y = np.array([0, 0]) if loss == "softmax_cross_entropy" else np.zeros((2, 2))
+    calls = [net.forward, net.predict, lambda X: net.evaluate(X, y)]
+    if loss == "softmax_cross_entropy":  # softmax of ±inf would be NaN
+        calls.append(net.predict_proba)
+    if loss == "binary_cross_entropy":  # sigmoid(±inf) is the right limit
+        np.testing.assert_array_equal(net.predict_proba(X)[1], [1.0, 0.0])
+    for call in calls:
+        with pytest.raises(FloatingPointError, match="row 1 of X .* overflowed float32"):
+            call(X)
+    # Row 0 alone is fine, and so is the same network in float64.
+    assert np.isfinite(net.forward(X[:1])).all()
+    net64 = _overflowing(loss, "float64", 10.0)
+    assert np.isfinite(net64.forward(X)).all()
+    if loss == "softmax_cross_entropy":
+        np.testing.assert_array_equal(net64.predict_proba(X)[1], [1.0, 0.0])
+
+
+def test_evaluate_with_zero_total_weight_raises():
+    X, y = random_xy("softmax_cross_entropy", 8, 4, 3, np.random.default_rng(0))
+    net = cbp.Network.mlp([4, 5, 3], seed=0)
+    with pytest.raises(ValueError, match="sums to 0"):
+        net.evaluate(X, y, sample_weight=np.zeros(8))
+    w = np.zeros(8)
+    w[3] = 2.0
+    one = net.evaluate(X[3:4], y[3:4])
+    assert net.evaluate(X, y, sample_weight=w) == pytest.approx(one, rel=1e-6)
