@@ -424,6 +424,9 @@ class Network:
             keeps the parameters of the last finite step, unless a callback's
             ``on_train_end`` (which runs first) puts back others, as
             :class:`EarlyStopping` with ``restore_best`` does.
+        FloatingPointError
+            When the network's outputs on ``validation_data`` overflow its
+            dtype (see :meth:`evaluate`).
         """
         epochs = positive_int("epochs", epochs)
         batch_size = positive_int("batch_size", batch_size)

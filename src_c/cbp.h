@@ -279,7 +279,9 @@ void cbp_relu_gate_backward_f64(ptrdiff_t size, const double *dz, const double *
  * dZ_i = (w_i / weight_total) ∂l_i/∂z_i.  w (n) are non-negative sample
  * weights, or NULL for all ones.  The caller passes weight_total (Σ w over
  * the whole batch, or n unweighted) so that a batch may be processed in
- * chunks.  weight_total = 0 gives loss 0 and dZ = 0.  dZ may alias Z.
+ * chunks.  weight_total = 0 gives loss 0 and dZ = 0.  A row of weight 0
+ * is absent: no share of the loss (even where l_i overflows) and dZ_i = 0.
+ * dZ may alias Z.
  * Sums run in double for both precisions. */
 
 /* Softmax cross-entropy with log-sum-exp, loss and gradient together.

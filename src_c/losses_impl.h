@@ -79,7 +79,8 @@ double FN(binary_cross_entropy)(ptrdiff_t n, int n_out, const REAL *Z, const REA
             row += (double)((z > 0 ? z : 0) - z * y) + (double)M(log1p)(e);
             dZ[k] = (REAL)((s - y) * scale);
         }
-        total += scale * row;
+        if (scale != 0) /* a row of weight 0 is absent, whatever its loss */
+            total += scale * row;
     }
     return total;
 }
@@ -93,6 +94,11 @@ double FN(mean_squared_error)(ptrdiff_t n, int n_out, const REAL *P, const REAL 
     for (ptrdiff_t i = 0; i < n; i++) {
         double scale = FN(row_scale)(w, i, weight_total) / n_out;
         double row = 0.0;
+        if (scale == 0) { /* a row of weight 0 is absent: (p − y)² may overflow, 0 · inf */
+            for (int j = 0; j < n_out; j++)
+                dP[i * n_out + j] = 0;
+            continue;
+        }
         for (int j = 0; j < n_out; j++) {
             ptrdiff_t k = i * n_out + j;
             double r = (double)P[k] - (double)Y[k];

@@ -925,3 +925,26 @@ def test_evaluate_with_zero_total_weight_raises():
     w[3] = 2.0
     one = net.evaluate(X[3:4], y[3:4])
     assert net.evaluate(X, y, sample_weight=w) == pytest.approx(one, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rows_of_weight_zero_are_absent_even_where_their_loss_overflows(dtype):
+    # (p − y)² overflows for y = −1e300 (float64) or −3e38 (float32): with
+    # weight 0 that row is absent, not 0 · inf = NaN.
+    huge = -1e300 if dtype == "float64" else -3e38
+    net = cbp.Network.mlp([3, 4, 2], loss="mse", dtype=dtype, seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2, 3))
+    y = np.array([[huge, 0.0], [0.5, -0.5]])
+    before = [p.copy() for p in net.parameters()]
+    # All weights zero: loss 0, gradient 0, train_step changes nothing.
+    assert net.backward(X, y, sample_weight=[0.0, 0.0]) == 0.0
+    assert all(not g.any() for g in net.gradients())
+    net.train_step(X, y, cbp.SGD(lr=0.1), sample_weight=[0.0, 0.0])
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.parameters()))
+    # Row 0 absent: the loss and gradient of row 1 alone.
+    loss = net.backward(X, y, sample_weight=[0.0, 2.0])
+    grads = [g.copy() for g in net.gradients()]
+    assert loss == pytest.approx(net.backward(X[1:], y[1:]), rel=1e-6)
+    for g, h in zip(grads, net.gradients()):
+        np.testing.assert_allclose(g, h, rtol=1e-6, atol=1e-7)
