@@ -121,19 +121,20 @@ def _read_csv(path) -> np.ndarray:
             if line.strip()]
     if not rows:
         raise DataError(f"{path}: the file is empty")
-    if not any(_is_number(field) for field in _csv_fields(rows[0][1])):
-        rows = rows[1:]  # header
+    header = not any(_is_number(field) for field in _csv_fields(rows[0][1]))
+    if header:
+        rows = rows[1:]
         if not rows:
             raise DataError(f"{path}: no data rows, only a header")
     try:
         return np.loadtxt([line for _, line in rows], delimiter=",", quotechar='"',
                           dtype=np.float64, ndmin=2)
     except ValueError as exc:
-        _diagnose_csv(path, rows)
+        _diagnose_csv(path, rows, header)
         raise DataError(f"{path}: {exc}") from None
 
 
-def _diagnose_csv(path, rows) -> None:
+def _diagnose_csv(path, rows, header_skipped) -> None:
     """Raise a DataError naming the file's line and column at fault."""
     n_columns = None
     for number, line in rows:
@@ -147,7 +148,7 @@ def _diagnose_csv(path, rows) -> None:
             if not _is_number(field):
                 what = "an empty field" if not field.strip() else f"{field!r}"
                 hint = (" (a header row must have no numeric field)"
-                        if number == rows[0][0] and number == 1 else "")
+                        if not header_skipped and number == rows[0][0] else "")
                 raise DataError(f"{path}, line {number}, column {column}: {what} is not "
                                 f"a number{hint}")
 

@@ -499,3 +499,18 @@ def test_console_script(tmp_path, data):
                           timeout=60)
     assert proc.returncode == 1
     assert_one_line_error(proc.stderr, "not a cbp model")
+
+
+def test_csv_header_rule(tmp_path):
+    # A first row with no numeric field is a header; with one, it is data,
+    # and its fault is reported with the hint, wherever the first row is.
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,target\n1,2,0\n")
+    np.testing.assert_array_equal(cli._read_csv(path), [[1, 2, 0]])
+    path.write_text("\n\n1,NA,0\n3,4,1\n")
+    with pytest.raises(cli.DataError, match=r"line 3, column 2: 'NA' is not a number "
+                                            r"\(a header row must have no numeric field\)"):
+        cli._read_csv(path)
+    path.write_text("a,b,target\n1,x,0\n")  # after a header: no hint
+    with pytest.raises(cli.DataError, match=r"line 2, column 2: 'x' is not a number$"):
+        cli._read_csv(path)
