@@ -52,6 +52,9 @@ class BuildExt(build_ext):
                        "-fno-sanitize-recover=undefined"]
                 args = ["-O1", "-g"] + san
                 link = san
+            # src_c/pool.c: cbp's worker threads (POSIX threads).
+            args = args + ["-pthread"]
+            link = link + ["-pthread"]
         for ext in self.extensions:
             ext.extra_compile_args = args
             ext.extra_link_args = link

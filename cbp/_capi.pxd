@@ -169,6 +169,12 @@ cdef extern from "cbp.h" nogil:
         void *batch_weight
         int forward_nn
         void *batch_xt
+        int pool_parts
+
+    enum: CBP_POOL_MAX_LAYERS
+    int cbp_pool_acquire(int parts)
+    void cbp_pool_release()
+    long long cbp_pool_jobs()
 
     int cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)
     int cbp_optim_update_f64(cbp_optim *opt, Py_ssize_t n, double *p, const double *g)

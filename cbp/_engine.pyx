@@ -10,6 +10,7 @@ one call into C.  cbp.network validates user input before calling these.
 """
 cimport numpy as cnp
 import numpy as np
+import os
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t
 from cbp._capi cimport *
@@ -47,6 +48,61 @@ cdef inline int _threads_enter(int want) noexcept nogil:
 cdef inline void _threads_leave(int old) noexcept nogil:
     if old > 0:
         _set_threads(old)
+
+
+# cbp's pool (src_c/pool.c): a fused SGD step that would run BLAS on two
+# or more threads runs model-parallel on cbp's own threads instead, each
+# calling BLAS single-threaded.  Needs the thread control above (else BLAS
+# could not be made single-threaded).  CBP_POOL=0 in the environment, or
+# set_pool(False), turns it off for the process (see docs/threads.md).
+cdef bint _pool_on = os.environ.get("CBP_POOL", "1") != "0"
+
+
+def set_pool(bint on):
+    """Let fused SGD steps run on cbp's pool (True) or not (False);
+    returns the previous setting."""
+    global _pool_on
+    cdef bint old = _pool_on
+    _pool_on = on
+    return old
+
+
+def pool_jobs():
+    """How many jobs cbp's pool has run in this process (steps that took
+    it); for tests."""
+    return cbp_pool_jobs()
+
+
+def pool_active():
+    """Whether fused SGD steps may run on cbp's pool: on, and BLAS thread
+    control available."""
+    return bool(_pool_on and _get_threads != NULL)
+
+
+cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, bint wanted,
+                            Py_ssize_t rows) noexcept nogil:
+    """Take the pool for a call (the engine `wanted` it, see
+    cbp._threads.pool_for) whose steps of `rows` rows (>= 2) are fused SGD
+    steps that asked for `threads` BLAS threads (0: as many as BLAS is set to use, so a
+    limit set with threadpoolctl holds): the parts granted (the caller then
+    makes BLAS single-threaded), or 0 (busy, off, or not such a call)."""
+    if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
+        return 0
+    if threads == 0:
+        threads = _get_threads()
+    if (threads < 2 or opt.kind != CBP_SGD
+            or opt.momentum != 0 or opt.weight_decay != 0
+            or net.n_layers > CBP_POOL_MAX_LAYERS):
+        return 0
+    cdef int parts = cbp_pool_acquire(threads)
+    net.pool_parts = parts
+    return parts
+
+
+cdef inline void _pool_leave(cbp_net *net, int parts) noexcept nogil:
+    if parts:
+        net.pool_parts = 0
+        cbp_pool_release()
 
 LOSS_CODES = {"softmax_cross_entropy": CBP_LOSS_SOFTMAX_CE,
               "binary_cross_entropy": CBP_LOSS_BCE,
@@ -207,6 +263,7 @@ cdef class Engine:
     cdef readonly int n_in, n_out
     cdef list workspace
     cdef public int blas_threads  # BLAS threads during calls; 0: leave as set
+    cdef public bint pool         # fused SGD steps may run on cbp's pool (see _pool_enter)
 
     def __cinit__(self, sizes, activations, str loss, params, grads):
         cdef int n_layers = len(sizes) - 1
@@ -246,10 +303,12 @@ cdef class Engine:
         self.params, self.grads = params, grads
         self.net.capacity = 0
         self.net.forward_nn = 0
+        self.net.pool_parts = 0
         self.net.batch_xt = NULL
         self.n_in, self.n_out = sizes[0], sizes[n_layers]
         self.workspace = []
         self.blas_threads = 0
+        self.pool = False
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -444,9 +503,10 @@ cdef class Engine:
         cdef const void *t = self._target(target, n)
         cdef const void *w = self._weights(sample_weight, n)
         cdef double loss
-        cdef int status, restore
+        cdef int status, restore, parts
         with nogil:
-            restore = _threads_enter(self.blas_threads)
+            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, n)
+            restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 status = cbp_net_train_step_f32(&self.net, &state.opt, n, <const float *>x,
                                                 t, <const float *>w, &loss)
@@ -454,6 +514,7 @@ cdef class Engine:
                 status = cbp_net_train_step_f64(&self.net, &state.opt, n, <const double *>x,
                                                 t, <const double *>w, &loss)
             _threads_leave(restore)
+            _pool_leave(&self.net, parts)
         return loss, status
 
     def train_batches(self, OptimizerState state, X, target, sample_weight, order,
@@ -483,9 +544,10 @@ cdef class Engine:
                 if o[i] < 0 or o[i] >= n:
                     raise ValueError("Engine.train_batches: order holds a row out of range")
         cdef Py_ssize_t done
-        cdef int status, restore
+        cdef int status, restore, parts
         with nogil:
-            restore = _threads_enter(self.blas_threads)
+            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, batch_size)
+            restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 done = cbp_net_train_batches_f32(&self.net, &state.opt, n, <const float *>x, t,
                                                  <const float *>w, o, first_row, batch_size,
@@ -495,6 +557,7 @@ cdef class Engine:
                                                  <const double *>w, o, first_row, batch_size,
                                                  n_batches, l, &status)
             _threads_leave(restore)
+            _pool_leave(&self.net, parts)
         return done, status
 
     def blas_floor(self, X, double lr, int64_t reps):

@@ -29,6 +29,18 @@ from . import _engine
 # 318; 784-2048-2048-10 at batch 1 (3.5e7) 1,952 vs 924.
 SINGLE_THREAD_WORK = 1e7
 
+# Work of one plain-SGD training step below which a step that gets two or
+# more threads runs on cbp's own pool (src_c/pool.c: each thread owns a
+# share of every layer's units and calls BLAS single-threaded) instead of
+# OpenBLAS's threads.  Measured 2026-12-06 on 2 cores, the C training loop
+# on shuffled batches, pool ÷ OpenBLAS threads, medians of 9 alternating
+# blocks: 784-256-128-10 float32 at batch 8 (1.1e7) 0.41, 16 (2.3e7) 0.65,
+# 32 (4.5e7) 0.80, 64 (9.0e7) 0.95, 128 (1.8e8) 1.02; float64 at batch 32
+# 0.99, 128 0.98; 784-2048-2048-10 float32 at batch 256 (9.0e9) 1.01.
+# Above the threshold the products are large enough for OpenBLAS's own
+# split (it shares the packed operands between its threads).
+POOL_MAX_WORK = 1.5e8
+
 _bound = None
 
 
@@ -109,6 +121,12 @@ def bind() -> bool:
             _engine.bind_blas_threads(found[0], found[1])
         _bound = found
     return _bound is not None
+
+
+def pool_for(work: float) -> bool:
+    """Whether fused SGD steps of `work` flops should run on cbp's pool
+    (when BLAS gets two or more threads for them; see POOL_MAX_WORK)."""
+    return SINGLE_THREAD_WORK <= work < POOL_MAX_WORK
 
 
 def threads_for(work: float) -> int:

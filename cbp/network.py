@@ -233,6 +233,7 @@ class Network:
         if key != self._threads_key:
             work = flops_per_row_param * min(rows, self._engine.capacity) * self.num_parameters
             self._engine.blas_threads = _threads.threads_for(work)
+            self._engine.pool = _threads.pool_for(work)
             self._threads_key = key
 
     # ------------------------------------------------------------ compute

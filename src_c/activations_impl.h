@@ -136,7 +136,8 @@ double FN(activation_forward_max)(int act, ptrdiff_t size, const REAL *z, REAL *
 }
 #undef CBP_LOOP
 
-/* Δ ⊙= σ'(Z) for Δ, Z (n, width), with the column sums Σ_rows Δ into
+/* Δ ⊙= σ'(Z) for Δ, Z (n, width) stored with row length ld (the pool's
+ * step passes a block of columns of a wider matrix), with the column sums Σ_rows Δ into
  * sums (width) and max |Δ| returned (+inf if some entry is not finite):
  * the Hadamard step, the bias gradient and the guard's bound in one read
  * of Δ.  Each product is rounded as activation_backward rounds it, and
@@ -145,8 +146,8 @@ double FN(activation_forward_max)(int act, ptrdiff_t size, const REAL *z, REAL *
  * of double accumulators that stay in L1. */
 #define CBP_LOOP(fn)                                                         \
     for (ptrdiff_t i = 0; i < n; i++) {                                      \
-        REAL *row = D + i * width + j0;                                      \
-        const REAL *zrow = Z + i * width + j0;                               \
+        REAL *row = D + i * ld + j0;                                         \
+        const REAL *zrow = Z + i * ld + j0;                                  \
         for (int j = 0; j < cols; j++) {                                     \
             REAL d = row[j] * fn(zrow[j]);                                   \
             row[j] = d;                                                      \
@@ -156,8 +157,8 @@ double FN(activation_forward_max)(int act, ptrdiff_t size, const REAL *z, REAL *
     }                                                                        \
     break;
 CBP_VECTOR_CLONES
-double FN(activation_backward_sum_max)(int act, ptrdiff_t n, int width, const REAL *Z,
-                                       REAL *D, REAL *sums)
+double FN(activation_backward_sum_max_ld)(int act, ptrdiff_t n, int width, ptrdiff_t ld,
+                                          const REAL *Z, REAL *D, REAL *sums)
 {
     enum { BLOCK = 256 };
     double acc[BLOCK];
@@ -183,3 +184,9 @@ double FN(activation_backward_sum_max)(int act, ptrdiff_t n, int width, const RE
     return FN(bits_max)(m);
 }
 #undef CBP_LOOP
+
+double FN(activation_backward_sum_max)(int act, ptrdiff_t n, int width, const REAL *Z,
+                                       REAL *D, REAL *sums)
+{
+    return FN(activation_backward_sum_max_ld)(act, n, width, width, Z, D, sums);
+}

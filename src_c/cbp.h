@@ -135,6 +135,11 @@ double cbp_activation_backward_sum_max_f32(int act, ptrdiff_t n, int width,
                                            const float *Z, float *D, float *sums);
 double cbp_activation_backward_sum_max_f64(int act, ptrdiff_t n, int width,
                                            const double *Z, double *D, double *sums);
+/* The same on a block of columns: Δ, Z (n, width) with row length ld. */
+double cbp_activation_backward_sum_max_ld_f32(int act, ptrdiff_t n, int width, ptrdiff_t ld,
+                                              const float *Z, float *D, float *sums);
+double cbp_activation_backward_sum_max_ld_f64(int act, ptrdiff_t n, int width, ptrdiff_t ld,
+                                              const double *Z, double *D, double *sums);
 
 /* ------------------------------------------------------------------ */
 /* Kernels: the formulas of the derivation (kernels_impl.h)            */
@@ -369,6 +374,25 @@ int cbp_optim_step_f32(cbp_optim *opt, ptrdiff_t n, float *p, const float *g);
 int cbp_optim_step_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
 
 /* ------------------------------------------------------------------ */
+/* cbp's worker threads (pool.c)                                       */
+/* ------------------------------------------------------------------ */
+
+enum { CBP_POOL_MAX_PARTS = 8, CBP_POOL_MAX_LAYERS = 32 };
+typedef void (*cbp_pool_fn)(void *arg, int part, int parts);
+/* Take the pool for up to `parts` threads (the caller included): returns
+ * the parts granted (>= 2), or 0 when it is in use or threads cannot be
+ * made (then run serially). */
+int cbp_pool_acquire(int parts);
+void cbp_pool_release(void);
+/* fn(arg, p, parts) on parts threads, p = 0 on the caller; returns when
+ * every part has returned.  Only between acquire and release. */
+void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts);
+/* Inside fn: wait until every part of the job has arrived. */
+void cbp_pool_barrier(void);
+/* Jobs run so far (tests use it to see that a step took the pool). */
+long long cbp_pool_jobs(void);
+
+/* ------------------------------------------------------------------ */
 /* The engine (engine_impl.h): a network compiled into a plan.         */
 /* Every buffer is owned by the caller (NumPy); nothing here allocates.*/
 /* ------------------------------------------------------------------ */
@@ -402,6 +426,9 @@ typedef struct cbp_net {
     void *batch_weight;      /* (capacity) REAL */
     int forward_nn;          /* take linear_forward_nn where cbp_forward_nn_pays */
     void *batch_xt;          /* (n_in of layer 1, capacity), or NULL: its XT */
+    int pool_parts;          /* > 1: fused SGD steps run on cbp's pool in this many
+                              * parts (set by the caller around a call that holds
+                              * the pool, with BLAS single-threaded); else 0 */
 } cbp_net;
 
 /* Forward n_rows rows of X (n_rows, n_in) in chunks of net->capacity and

@@ -266,6 +266,191 @@ static int FN(misaligned)(const void *p)
     return (uintptr_t)p % 64 != 0;
 }
 
+/* ------------------------------------------------------------------
+ * The fused SGD step on cbp's pool (pool.c): the same step as train_step's
+ * fused path, model-parallel.  Part p of P owns a share of every layer's
+ * units, a block of whole cache lines (unit_share): it computes those
+ * columns of Z_l and A_l, those columns of Δ_{l-1}, and updates those
+ * rows of W_l and entries of b_l, each with a single-threaded BLAS call
+ * on a block of the matrices train_step multiplies whole.  The loss (all
+ * rows, one small pass) is part 0's.  Every part meets the others at a
+ * barrier after each layer's product and pass, as the next layer reads
+ * every column.  Each part takes the guard's maxima over its own blocks;
+ * after the last backward barrier every part combines them alike and
+ * makes the same decision.  The per-element arithmetic is train_step's
+ * (same passes, same rounding; a block of a product is computed by the
+ * same BLAS kernel), though BLAS does not promise the bits of a block to
+ * be those of the whole product.
+ * ------------------------------------------------------------------ */
+struct FN(pool_ctx) {
+    const cbp_net *net;
+    int n;
+    const REAL *X;
+    const void *target;
+    const REAL *w;
+    double weight_total, lr, x_max;
+    double loss;                 /* written by part 0 before the loss barrier */
+    int safe;                    /* the guard's decision (every part's alike) */
+    double x_part[CBP_POOL_MAX_PARTS];
+    double a_part[CBP_POOL_MAX_PARTS][CBP_POOL_MAX_LAYERS];
+    double d_part[CBP_POOL_MAX_PARTS][CBP_POOL_MAX_LAYERS];
+};
+
+/* Part p's units [lo, hi) of `size`: boundaries on whole 64-byte lines of
+ * a row, so no two parts write one cache line (a small layer may fall to
+ * one part). */
+static void FN(unit_share)(int size, int part, int parts, int *lo, int *hi)
+{
+    const int line = 64 / (int)sizeof(REAL);
+    int a = (int)(((int64_t)size * part / parts + line / 2) / line * line);
+    int b = (int)(((int64_t)size * (part + 1) / parts + line / 2) / line * line);
+    *lo = part == 0 ? 0 : a < size ? a : size;
+    *hi = part == parts - 1 ? size : b < size ? b : size;
+}
+
+static double FN(max2)(double a, double b)
+{
+    return a > b ? a : b;
+}
+
+static void FN(pool_step_part)(void *arg, int part, int parts)
+{
+    struct FN(pool_ctx) *c = (struct FN(pool_ctx) *)arg;
+    const cbp_net *net = c->net;
+    const int n = c->n, n_layers = net->n_layers;
+
+    /* max |X| over this part's rows, unless the gather measured it. */
+    if (c->x_max < 0) {
+        ptrdiff_t r0 = (ptrdiff_t)n * part / parts, r1 = (ptrdiff_t)n * (part + 1) / parts;
+        int n_in = net->layers[0].n_in;
+        c->x_part[part] = FN(max_abs)((r1 - r0) * n_in, c->X + r0 * n_in);
+    }
+
+    /* Forward: this part's columns of Z_l = A_{l-1} W_lᵀ + b_l, then A_l. */
+    const REAL *in = c->X;
+    for (int l = 0; l < n_layers; l++) {
+        cbp_layer *L = &net->layers[l];
+        int j0, j1;
+        FN(unit_share)(L->n_out, part, parts, &j0, &j1);
+        double a_max = 0;
+        if (j1 > j0) {
+            int width = j1 - j0, n_out = L->n_out;
+            REAL *Z = (REAL *)L->Z + j0, *A = (REAL *)L->A + j0;
+            const REAL *b = LAYER_B(net, L) + j0;
+            for (int i = 0; i < n; i++)
+                memcpy(Z + (ptrdiff_t)i * n_out, b, sizeof(REAL) * (size_t)width);
+            FN(gemm_rm)(net->blas, 0, 1, n, width, L->n_in, 1, in, L->n_in,
+                        LAYER_W(net, L) + (ptrdiff_t)j0 * L->n_in, L->n_in, 1, Z, n_out);
+            for (int i = 0; i < n; i++) {
+                const REAL *z = Z + (ptrdiff_t)i * n_out;
+                REAL *a = A + (ptrdiff_t)i * n_out;
+                if (l < n_layers - 1)
+                    a_max = FN(max2)(a_max, A != Z ? FN(activation_forward_max)(L->activation,
+                                                                                 width, z, a)
+                                                    : FN(max_abs)(width, a));
+                else if (A != Z)
+                    FN(activation_forward)(L->activation, width, z, a);
+            }
+        }
+        c->a_part[part][l] = a_max;
+        cbp_pool_barrier();
+        in = (const REAL *)L->A;
+    }
+
+    /* The loss and Δ_L with its sums and max (part 0), as train_step. */
+    if (part == 0)
+        c->loss = FN(loss_chunk)(net, n, c->target, c->w, c->weight_total, 1);
+    cbp_pool_barrier();
+    if (!isfinite(c->loss) || !(c->weight_total > 0))
+        return;
+
+    /* Backward: this part's columns of Δ_{l-1} = (Δ_l W_l) ⊙ σ'(Z_{l-1}). */
+    for (int l = n_layers - 1; l > 0; l--) {
+        const cbp_layer *L = &net->layers[l];
+        cbp_layer *P = &net->layers[l - 1];
+        int i0, i1;
+        FN(unit_share)(P->n_out, part, parts, &i0, &i1);
+        double d_max = 0;
+        if (i1 > i0) {
+            REAL *D = (REAL *)P->D + i0;
+            FN(gemm_rm)(net->blas, 0, 0, n, i1 - i0, L->n_out, 1, L->D, L->n_out,
+                        LAYER_W(net, L) + i0, L->n_in, 0, D, P->n_out);
+            d_max = FN(activation_backward_sum_max_ld)(P->activation, n, i1 - i0, P->n_out,
+                                                       (const REAL *)P->Z + i0, D,
+                                                       (REAL *)P->S + i0);
+        }
+        c->d_part[part][l - 1] = d_max;
+        cbp_pool_barrier();
+    }
+
+    /* The guard (fused_update_is_safe) on the combined maxima. */
+    const double safe_step = sizeof(REAL) == sizeof(float) ? ldexp(1.0, 127 - 23 - 3)
+                                                           : ldexp(1.0, 1023 - 52 - 3);
+    const double scale = (c->lr > 1 ? c->lr : 1) * (double)n;
+    for (int l = 0; l < n_layers; l++) {
+        double d = l == n_layers - 1 ? net->layers[l].d_max : 0, a = l > 0 ? 0 : c->x_max;
+        for (int p = 0; p < parts; p++) {
+            if (l < n_layers - 1)
+                d = FN(max2)(d, c->d_part[p][l]);
+            a = l > 0 ? FN(max2)(a, c->a_part[p][l - 1])
+                      : c->x_max >= 0 ? a : FN(max2)(a, c->x_part[p]);
+        }
+        if (!(scale * d * (a > 1 ? a : 1) < safe_step)) { /* false for inf and NaN too */
+            if (part == 0)
+                c->safe = 0;
+            return;
+        }
+    }
+
+    /* Update: this part's rows of W_l and entries of b_l (fused_sgd_update). */
+    const REAL alpha = -(REAL)c->lr;
+    for (int l = 0; l < n_layers; l++) {
+        const cbp_layer *L = &net->layers[l];
+        int j0, j1;
+        FN(unit_share)(L->n_out, part, parts, &j0, &j1);
+        if (j1 <= j0)
+            continue;
+        const REAL *a_in = FN(layer_input)(net, l, c->X);
+        REAL *W = LAYER_W(net, L) + (ptrdiff_t)j0 * L->n_in, *b = LAYER_B(net, L);
+        FN(gemm_rm)(net->blas, 1, 0, j1 - j0, L->n_in, n, alpha, (const REAL *)L->D + j0,
+                    L->n_out, a_in, L->n_in, 1, W, L->n_in);
+        const REAL *sums = L->S;
+        for (int j = j0; j < j1; j++)
+            b[j] = b[j] + alpha * sums[j];
+    }
+}
+
+static int FN(pool_train_step)(const cbp_net *net, cbp_optim *opt, int n, const REAL *X,
+                               const void *target, const REAL *w, double weight_total,
+                               double *loss, double x_max)
+{
+    struct FN(pool_ctx) c;
+    c.net = net;
+    c.n = n;
+    c.X = X;
+    c.target = target;
+    c.w = w;
+    c.weight_total = weight_total;
+    c.lr = opt->lr;
+    c.x_max = x_max;
+    c.loss = 0;
+    c.safe = 1;
+    cbp_pool_run(FN(pool_step_part), &c, net->pool_parts);
+    *loss = c.loss;
+    if (!isfinite(c.loss))
+        return CBP_NONFINITE_LOSS;
+    if (!(weight_total > 0) || c.safe)
+        return CBP_OK;
+    /* Near overflow: store the gradient, then check it and the update. */
+    FN(layer_gradients)(net, n, X, 0);
+    return FN(checked_update)(net, opt);
+}
+
+static int FN(pool_can_take)(const cbp_net *net, ptrdiff_t n)
+{
+    return net->pool_parts > 1 && n >= 2 && net->n_layers <= CBP_POOL_MAX_LAYERS;
+}
+
 static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
                           const void *target, const REAL *w, double *loss, double x_max)
 {
@@ -289,6 +474,8 @@ static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const
         for (ptrdiff_t i = 0; i < n; i++)
             weight_total += w[i];
     }
+    if (FN(pool_can_take)(net, n))
+        return FN(pool_train_step)(net, opt, (int)n, X, target, w, weight_total, loss, x_max);
     FN(forward_chunk)(net, (int)n, X, 1);
     *loss = FN(loss_chunk)(net, (int)n, target, w, weight_total, 1);
     if (!isfinite(*loss))

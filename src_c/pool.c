@@ -1,0 +1,275 @@
+/*
+ * pool.c — cbp's own worker threads for the model-parallel training step
+ * (engine_impl.h, pool_train_step).
+ *
+ * Why cbp has threads of its own.  With two BLAS threads, each product of
+ * a step is split by OpenBLAS as OpenBLAS sees fit, and the element-wise
+ * passes between the products run on the calling thread alone, on data
+ * half of which the product left in the other core's cache.  The pool
+ * instead gives each of `parts` threads a fixed share of every layer's
+ * units: the same thread computes those columns of Z, their activation,
+ * those rows of W in the update, each with single-threaded BLAS calls, so
+ * a share of W and of the activations stays in one core's cache for the
+ * whole step, and the passes run on every core.  The threads meet at a
+ * barrier after each layer.
+ *
+ * Use: cbp_pool_acquire(parts) (0: busy or unavailable — take the serial
+ * path), cbp_pool_run(fn, arg) as often as needed, cbp_pool_release().
+ * One user at a time: a second network training in another thread while
+ * the pool is taken gets 0 and runs as before.  The caller is part 0;
+ * helpers 1 .. parts-1 are created on first use and kept.  Between jobs a
+ * helper spins for CBP_POOL_SPIN_NS (the next step of a fit comes within
+ * microseconds), then sleeps on a condition variable: an idle pool takes
+ * no CPU.  Inside a job, cbp_pool_barrier() waits for every part.
+ *
+ * The caller must make BLAS single-threaded while it runs jobs (each part
+ * calls BLAS itself); the Cython layer does, and takes the pool only when
+ * it can (see _engine.pyx).
+ *
+ * After fork() the child has no helpers: a pthread_atfork handler resets
+ * the pool there, and the next acquire creates them again.  Without POSIX
+ * threads (MSVC) acquire always answers 0.
+ */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getcpu, pthread_setaffinity_np */
+#endif
+#include "cbp.h"
+
+#if defined(_WIN32) || !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L || \
+    defined(__STDC_NO_ATOMICS__)
+
+int cbp_pool_acquire(int parts) { (void)parts; return 0; }
+long long cbp_pool_jobs(void) { return 0; }
+void cbp_pool_release(void) {}
+void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts) { (void)parts; fn(arg, 0, 1); }
+void cbp_pool_barrier(void) {}
+
+#else
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#define CBP_POOL_SPIN_NS 200000 /* 0.2 ms */
+
+static struct {
+    atomic_int busy;              /* 1 while a caller holds the pool */
+    int helpers;                  /* helper threads running */
+    int parts;                    /* parts of the current job */
+    cbp_pool_fn fn;
+    void *arg;
+    atomic_uint job;              /* incremented to post a job */
+    atomic_int done;              /* helpers finished with the current job */
+    atomic_int sleepers;          /* helpers waiting on `wake` */
+    atomic_uint bar_count, bar_gen;
+    atomic_llong jobs;            /* jobs run since the process started (tests) */
+    unsigned start[CBP_POOL_MAX_PARTS]; /* pool.job when helper i was created */
+    pthread_t threads[CBP_POOL_MAX_PARTS]; /* helper i's thread */
+#ifdef __linux__
+    cpu_set_t caller_mask;        /* the caller's affinity, restored by release */
+    int pinned;                   /* the caller was pinned by acquire */
+#endif
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Spin politely: a few hundred pauses, then give the core away between
+ * checks, so that a part waiting for a descheduled one does not hold the
+ * core it needs (a loaded machine, more threads than cores). */
+#define SPIN_UNTIL(cond)                                                    \
+    do {                                                                    \
+        for (unsigned spins_ = 0; !(cond); spins_++) {                      \
+            if (spins_ < 512)                                               \
+                cpu_relax();                                                \
+            else                                                            \
+                sched_yield();                                              \
+        }                                                                   \
+    } while (0)
+
+static void *helper_main(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    /* Not pool.job as it is now: the first job may already be posted. */
+    unsigned seen = pool.start[id];
+    for (;;) {
+        /* Wait for a job: spin a while, then sleep. */
+        int64_t deadline = now_ns() + CBP_POOL_SPIN_NS;
+        unsigned spins = 0;
+        while (atomic_load(&pool.job) == seen) {
+            cpu_relax();
+            if (++spins % 256 == 0 && now_ns() > deadline) {
+                pthread_mutex_lock(&pool.lock);
+                atomic_fetch_add(&pool.sleepers, 1);
+                while (atomic_load(&pool.job) == seen)
+                    pthread_cond_wait(&pool.wake, &pool.lock);
+                atomic_fetch_sub(&pool.sleepers, 1);
+                pthread_mutex_unlock(&pool.lock);
+            }
+        }
+        seen = atomic_load(&pool.job);
+        if (id < pool.parts)
+            pool.fn(pool.arg, id, pool.parts);
+        atomic_fetch_add(&pool.done, 1);
+    }
+    return NULL;
+}
+
+static void reset_in_child(void)
+{
+    /* Only the forking thread exists in the child. */
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pool.helpers = 0;
+    atomic_store(&pool.sleepers, 0);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.bar_count, 0);
+    atomic_store(&pool.busy, 0);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, reset_in_child);
+}
+
+#ifdef __linux__
+/* Where the threads run.  Left to itself, Linux often wakes a helper on
+ * the CPU of the thread that woke it and leaves both there for
+ * milliseconds while another CPU idles; each barrier then waits for a
+ * time slice (measured: a quarter of the steps of a fit with both parts on
+ * one CPU, and such fits 1.5-3x slower).  So while it holds the pool the
+ * caller stays on the CPU it is on, and helper i runs on the i-th other
+ * CPU the caller was allowed; release gives the caller its mask back.
+ * Skipped when the caller may use fewer CPUs than the parts. */
+static void pin_threads(int parts)
+{
+    pool.pinned = 0;
+    int here = sched_getcpu();
+    if (here < 0 || pthread_getaffinity_np(pthread_self(), sizeof(cpu_set_t),
+                                           &pool.caller_mask) != 0)
+        return;
+    if (CPU_COUNT(&pool.caller_mask) < parts || !CPU_ISSET(here, &pool.caller_mask))
+        return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(here, &one);
+    if (pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &one) != 0)
+        return;
+    pool.pinned = 1;
+    int cpu = -1;
+    for (int i = 1; i < parts; i++) {
+        do
+            cpu++;
+        while (cpu < CPU_SETSIZE && (cpu == here || !CPU_ISSET(cpu, &pool.caller_mask)));
+        if (cpu >= CPU_SETSIZE)
+            break;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        pthread_setaffinity_np(pool.threads[i], sizeof(cpu_set_t), &one);
+    }
+}
+
+static void unpin_caller(void)
+{
+    if (pool.pinned)
+        pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &pool.caller_mask);
+    pool.pinned = 0;
+}
+#else
+static void pin_threads(int parts) { (void)parts; }
+static void unpin_caller(void) {}
+#endif
+
+int cbp_pool_acquire(int parts)
+{
+    if (parts < 2)
+        return 0;
+    if (parts > CBP_POOL_MAX_PARTS)
+        parts = CBP_POOL_MAX_PARTS;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&pool.busy, &expected, 1))
+        return 0;
+    pthread_once(&atfork_once, register_atfork);
+    while (pool.helpers < parts - 1) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pool.start[pool.helpers + 1] = atomic_load(&pool.job);
+        int failed = pthread_create(&thread, &attr, helper_main,
+                                    (void *)(intptr_t)(pool.helpers + 1));
+        pthread_attr_destroy(&attr);
+        if (failed)
+            break;
+        pool.threads[++pool.helpers] = thread;
+    }
+    if (pool.helpers < 1) {
+        atomic_store(&pool.busy, 0);
+        return 0;
+    }
+    if (parts > pool.helpers + 1)
+        parts = pool.helpers + 1;
+    pin_threads(parts);
+    return parts;
+}
+
+void cbp_pool_release(void)
+{
+    unpin_caller();
+    atomic_store(&pool.busy, 0);
+}
+
+void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts)
+{
+    pool.fn = fn;
+    pool.arg = arg;
+    pool.parts = parts;
+    atomic_store(&pool.bar_count, 0);
+    atomic_store(&pool.done, 0);
+    atomic_fetch_add(&pool.job, 1); /* seq_cst: the fields above are visible */
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    fn(arg, 0, parts);
+    SPIN_UNTIL(atomic_load(&pool.done) == pool.helpers);
+    atomic_fetch_add(&pool.jobs, 1);
+}
+
+long long cbp_pool_jobs(void)
+{
+    return atomic_load(&pool.jobs);
+}
+
+void cbp_pool_barrier(void)
+{
+    unsigned gen = atomic_load(&pool.bar_gen);
+    if (atomic_fetch_add(&pool.bar_count, 1) == (unsigned)pool.parts - 1) {
+        atomic_store(&pool.bar_count, 0);
+        atomic_fetch_add(&pool.bar_gen, 1);
+    } else {
+        SPIN_UNTIL(atomic_load(&pool.bar_gen) != gen);
+    }
+}
+
+#endif

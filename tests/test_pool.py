@@ -1,0 +1,305 @@
+"""cbp's pool (src_c/pool.c; docs/threads.md): plain-SGD steps that get two
+BLAS threads run model-parallel on cbp's own threads, each part owning a
+share of every layer's units.
+
+* Every test first makes sure the step really took the pool (the pool's
+  job counter moves), so none can pass by running the serial path.
+* A pool step is the derivation's step: it matches the float64 NumPy
+  reference (forward, loss, gradients, SGD update) for several
+  architectures, activations, losses, sample weights and layer widths
+  that do not split evenly into cache lines; and it matches the serial
+  step it replaces to rounding.
+* Its special cases take the serial step's decisions: a non-finite loss
+  leaves the parameters and says so; a batch of weight 0 changes nothing;
+  the overflow guard's fallback gives the serial result.
+* It is deterministic, gives the caller's CPU affinity back, lets two
+  networks train at once in two threads (one takes the pool, the other
+  runs serially), and works in a child process after fork.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import cbp
+import cbp._threads as cbp_threads
+import reference_network as refnet
+from cbp import _engine
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 2e-4, np.float64: 1e-11}
+
+
+@pytest.fixture(autouse=True)
+def pool_on(monkeypatch):
+    """The pool for every step that gets two BLAS threads, whatever its
+    size (the default takes it only below POOL_MAX_WORK), and two BLAS
+    threads for every step."""
+    if not cbp_threads.bind():
+        pytest.skip("no OpenBLAS thread control: the pool is never used")
+    monkeypatch.setattr(cbp_threads, "SINGLE_THREAD_WORK", 0.0)
+    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", float("inf"))
+    old = _engine.set_pool(True)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        yield
+    _engine.set_pool(old)
+
+
+def net_of(sizes, activation="relu", loss="softmax_cross_entropy", dtype=np.float32, seed=0):
+    return cbp.Network.mlp(sizes, activation=activation, loss=loss, dtype=dtype, seed=seed)
+
+
+def data(sizes, n, loss, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    if loss == "softmax_cross_entropy":
+        y = rng.integers(0, sizes[-1], n)
+    elif loss == "binary_cross_entropy":
+        y = (rng.random((n, sizes[-1])) < 0.5).astype(dtype)
+    else:
+        y = rng.standard_normal((n, sizes[-1])).astype(dtype)
+    return X, y
+
+
+def pooled(fn):
+    """Run fn(); assert that it ran at least one step on the pool."""
+    before = _engine.pool_jobs()
+    result = fn()
+    assert _engine.pool_jobs() > before, "the step did not take the pool"
+    return result
+
+
+CASES = [
+    # sizes, activation, loss, batch
+    ([784, 256, 128, 10], "relu", "softmax_cross_entropy", 32),
+    ([37, 100, 23, 5], "tanh", "softmax_cross_entropy", 9),       # shares off cache lines
+    ([20, 64, 3], "gelu", "binary_cross_entropy", 16),
+    ([30, 50, 40, 4], "sigmoid", "mse", 7),
+    ([16, 17, 2], "elu", "softmax_cross_entropy", 2),               # the smallest batch
+    ([12, 8], "identity", "mse", 5),                                # one layer
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, activation, loss, n", CASES, ids=str)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_pool_step_matches_the_reference(sizes, activation, loss, n, dtype, weighted):
+    net = net_of(sizes, activation, loss, dtype)
+    X, y = data(sizes, n, loss, dtype)
+    w = np.random.default_rng(2).random(n).astype(dtype) if weighted else None
+    acts = [layer.activation for layer in net.layers]
+    params = [p.astype(np.float64) for p in net.parameters()]
+    ref_loss, ref_grads = refnet.loss_and_gradients(params, acts, loss, X, y, w)
+    lr = 0.05
+    loss_value = pooled(lambda: net.train_step(X, y, cbp.SGD(lr=lr), sample_weight=w))
+    rtol = RTOL[dtype]
+    assert loss_value == pytest.approx(ref_loss, rel=rtol)
+    for p, p0, g in zip(net.parameters(), params, ref_grads):
+        expected = p0 - lr * g
+        np.testing.assert_allclose(p, expected, rtol=rtol, atol=rtol * max(1.0, np.abs(p0).max()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, activation, loss, n", CASES, ids=str)
+def test_pool_fit_matches_the_serial_fit(sizes, activation, loss, n, dtype):
+    X, y = data(sizes, 5 * n + 1, loss, dtype)     # a last batch of one row: serial
+    nets = [net_of(sizes, activation, loss, dtype) for _ in range(2)]
+    _engine.set_pool(False)
+    h_serial = nets[0].fit(X, y, epochs=3, batch_size=n, optimizer=cbp.SGD(lr=0.02),
+                           progress=False)
+    _engine.set_pool(True)
+    h_pool = pooled(lambda: nets[1].fit(X, y, epochs=3, batch_size=n,
+                                        optimizer=cbp.SGD(lr=0.02), progress=False))
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(h_pool.history["loss"], h_serial.history["loss"], rtol=rtol)
+    for a, b in zip(nets[1].parameters(), nets[0].parameters()):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pool_is_deterministic(dtype):
+    sizes = [50, 70, 30, 4]
+    X, y = data(sizes, 400, "softmax_cross_entropy", dtype)
+    results = []
+    for _ in range(3):
+        net = net_of(sizes, dtype=dtype)
+        pooled(lambda: net.fit(X, y, epochs=2, batch_size=20, optimizer=cbp.SGD(lr=0.1),
+                               progress=False))
+        results.append(b"".join(p.tobytes() for p in net.parameters()))
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nonfinite_loss_leaves_the_parameters(dtype):
+    sizes = [10, 20, 3]
+    net = net_of(sizes, dtype=dtype)
+    X, y = data(sizes, 8, "softmax_cross_entropy", dtype)
+    X[:] = np.finfo(dtype).max / 2
+    net.layers[0].W[:] = 1          # Z = 10 · max/2 overflows: the loss is not finite
+    before = [p.copy() for p in net.parameters()]
+    with pytest.raises(cbp.DivergenceError, match="loss is not finite"):
+        pooled(lambda: net.train_step(X, y, cbp.SGD(lr=0.1)))
+    for a, b in zip(net.parameters(), before):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_zero_weight_batch_changes_nothing():
+    sizes = [10, 20, 3]
+    net = net_of(sizes)
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
+    before = [p.copy() for p in net.parameters()]
+    pooled(lambda: net.train_step(X, y, cbp.SGD(lr=0.1), sample_weight=np.zeros(8)))
+    for a, b in zip(net.parameters(), before):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lr", [1e-30, 1e5])
+def test_guard_fallback_gives_the_serial_result(dtype, lr):
+    """Inputs so large (yet finite through the network) that the fused
+    update's bound n·max|Δ|·max|A| trips: the pool hands the step to the
+    checked path, as the serial step does.  With a tiny lr the update is
+    finite and the same; with a large one it would overflow, and both
+    refuse it and leave the parameters (the fused update would have
+    written infinities)."""
+    sizes = [6, 8, 3]
+    X, _ = data(sizes, 4, "softmax_cross_entropy", dtype)
+    X = X * dtype(np.finfo(dtype).max / 1e5)
+    nets = [net_of(sizes, dtype=dtype) for _ in range(2)]
+    y = np.argmin(nets[0].forward(X), axis=1)     # the loss is large: deltas are not 0
+    initial = [p.copy() for p in nets[0].parameters()]
+    outcomes = []
+    for net, pool in zip(nets, (False, True)):
+        _engine.set_pool(pool)
+        step = lambda: net.train_step(X, y, cbp.SGD(lr=lr))   # noqa: E731
+        try:
+            outcomes.append(pooled(step) if pool else step())
+        except cbp.DivergenceError as exc:
+            outcomes.append(str(exc))
+    if lr < 1:
+        serial, pool = outcomes
+        assert np.isfinite(serial) and serial > 1e20      # the loss is huge but finite
+        assert pool == pytest.approx(serial, rel=RTOL[dtype])
+        for a, b, p0 in zip(nets[1].parameters(), nets[0].parameters(), initial):
+            assert np.isfinite(a).all()
+            np.testing.assert_allclose(a, b, rtol=RTOL[dtype])
+        assert any(not np.array_equal(a, p0) for a, p0 in zip(nets[1].parameters(), initial))
+    else:
+        assert outcomes[0] == outcomes[1]
+        assert "update would make a parameter non-finite" in outcomes[1]
+        for net in nets:
+            for a, p0 in zip(net.parameters(), initial):
+                assert a.tobytes() == p0.tobytes()
+
+
+def test_other_optimizers_and_one_row_never_take_the_pool():
+    sizes = [10, 20, 3]
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    before = _engine.pool_jobs()
+    net.train_step(X, y, cbp.Adam(lr=1e-3))
+    net.train_step(X, y, cbp.SGD(lr=0.1, momentum=0.9))
+    net.train_step(X[:1], y[:1], cbp.SGD(lr=0.1))
+    assert _engine.pool_jobs() == before
+
+
+def test_set_pool_false_runs_serially():
+    sizes = [10, 20, 3]
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    _engine.set_pool(False)
+    before = _engine.pool_jobs()
+    net.train_step(X, y, cbp.SGD(lr=0.1))
+    assert _engine.pool_jobs() == before
+    assert not _engine.pool_active()
+
+
+def test_one_blas_thread_means_no_pool():
+    sizes = [10, 20, 3]
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    before = _engine.pool_jobs()
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        net.train_step(X, y, cbp.SGD(lr=0.1))
+    assert _engine.pool_jobs() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux CPU affinity")
+def test_the_callers_cpu_affinity_is_given_back():
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 200, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    mask = os.sched_getaffinity(0)
+    pooled(lambda: net.fit(X, y, epochs=2, batch_size=10, optimizer=cbp.SGD(lr=0.1),
+                           progress=False))
+    assert os.sched_getaffinity(0) == mask
+
+
+def test_two_networks_in_two_threads():
+    """Both train at once; whichever finds the pool taken runs serially.
+    Each ends as when trained alone on the same path, to rounding."""
+    sizes = [40, 60, 30, 5]
+    X, y = data(sizes, 600, "softmax_cross_entropy", np.float32)
+
+    def train(seed):
+        net = net_of(sizes, seed=seed)
+        net.fit(X, y, epochs=4, batch_size=12, optimizer=cbp.SGD(lr=0.05), progress=False)
+        return net.parameters()
+
+    alone = [train(0), train(1)]
+    results = [None, None]
+
+    def run(i):
+        results[i] = train(i)
+
+    before = _engine.pool_jobs()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a training thread hung"
+    assert _engine.pool_jobs() > before
+    for got, expected in zip(results, alone):
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _child_fit(queue):
+    try:
+        sizes = [30, 40, 3]
+        X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
+        net = net_of(sizes)
+        before = _engine.pool_jobs()
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            net.fit(X, y, epochs=2, batch_size=10, optimizer=cbp.SGD(lr=0.1), progress=False)
+        queue.put((_engine.pool_jobs() > before, [p.tolist() for p in net.parameters()]))
+    except BaseException as exc:  # pragma: no cover - reported by the parent
+        queue.put(repr(exc))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_pool_works_in_a_forked_child(monkeypatch):
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    pooled(lambda: net.fit(X, y, epochs=2, batch_size=10, optimizer=cbp.SGD(lr=0.1),
+                           progress=False))   # the parent's helpers exist
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_fit, args=(queue,))
+    child.start()
+    result = queue.get(timeout=120)
+    child.join(timeout=30)
+    assert child.exitcode == 0, result
+    assert not isinstance(result, str), result
+    took_pool, params = result
+    assert took_pool
+    for a, b in zip(params, net.parameters()):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), b)
