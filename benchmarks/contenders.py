@@ -102,6 +102,21 @@ def _cycle(batches, k):
 
 
 # ---------------------------------------------------------------- cbp
+def _cbp_threads(net, batch, threads):
+    """The worker threads cbp's steps run on: its own pool where it takes
+    plain-SGD steps of this size (docs/threads.md), else SciPy's OpenBLAS
+    threads.  A contender on the pool is another library's threads to the
+    floor's: the round-robin pauses between them."""
+    import os
+
+    from cbp import _engine, _threads
+
+    cores = threads if threads is not None else (os.cpu_count() or 1)
+    on_pool = (_threads.bind() and _engine.pool_active() and cores >= 2
+               and _threads.pool_for(6 * batch * net.num_parameters))
+    return "cbp-pool" if on_pool else "scipy-openblas"
+
+
 class CbpFit(Contender):
     """``Network.fit`` over whole epochs, shuffled as a user would:
     per step = fit time / (epochs × batches)."""
@@ -115,6 +130,7 @@ class CbpFit(Contender):
         super().__init__(problem, threads, tpc)
         self.net = problem.cbp_network()
         self.optimizer = cbp.SGD(lr=LR)
+        self.pool = _cbp_threads(self.net, problem.batch, threads)
 
     def warm(self):
         p = self.problem  # one step: run(1) would be a whole epoch
@@ -142,6 +158,7 @@ class CbpTrainStep(Contender):
         super().__init__(problem, threads, tpc)
         self.net = problem.cbp_network()
         self.optimizer = cbp.SGD(lr=LR)
+        self.pool = _cbp_threads(self.net, problem.batch, threads)
 
     def _run(self, k):
         step, opt, steps = self.net.train_step, self.optimizer, 0

@@ -175,6 +175,7 @@ cdef extern from "cbp.h" nogil:
     int cbp_pool_acquire(int parts)
     void cbp_pool_release()
     long long cbp_pool_jobs()
+    void cbp_pool_note_blas_threads()
 
     int cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)
     int cbp_optim_update_f64(cbp_optim *opt, Py_ssize_t n, double *p, const double *g)

@@ -35,11 +35,15 @@ def bind_blas_threads(size_t get_address, size_t set_address):
 
 
 cdef inline int _threads_enter(int want) noexcept nogil:
-    """Switch BLAS to `want` threads; return the count to restore (0: none)."""
-    if want <= 0 or _get_threads == NULL:
+    """Switch BLAS to `want` threads; return the count to restore (0: none).
+    A call on two or more threads is noted for cbp's pool (see
+    cbp_pool_acquire)."""
+    if _get_threads == NULL:
         return 0
     cdef int old = _get_threads()
-    if old == want:
+    if want > 1 or (want <= 0 and old > 1):
+        cbp_pool_note_blas_threads()
+    if want <= 0 or old == want:
         return 0
     _set_threads(want)
     return old

@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -67,8 +68,13 @@ def data(sizes, n, loss, dtype, seed=1):
     return X, y
 
 
+QUIET = 0.15   # s: the pool waits 0.14 s after cbp's last threaded OpenBLAS call
+
+
 def pooled(fn):
-    """Run fn(); assert that it ran at least one step on the pool."""
+    """Run fn() once OpenBLAS's workers are quiet; assert that it ran at
+    least one step on the pool."""
+    time.sleep(QUIET)
     before = _engine.pool_jobs()
     result = fn()
     assert _engine.pool_jobs() > before, "the step did not take the pool"
@@ -207,6 +213,22 @@ def test_other_optimizers_and_one_row_never_take_the_pool():
     net.train_step(X, y, cbp.SGD(lr=0.1, momentum=0.9))
     net.train_step(X[:1], y[:1], cbp.SGD(lr=0.1))
     assert _engine.pool_jobs() == before
+
+
+def test_the_pool_waits_for_openblas_workers_to_sleep():
+    """Right after cbp ran BLAS on OpenBLAS's threads, whose workers then
+    spin for about 0.1 s, a step runs on those threads, not on the pool
+    beside them; once they sleep, it takes the pool again."""
+    sizes = [10, 20, 3]
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    _engine.set_pool(False)
+    net.train_step(X, y, cbp.SGD(lr=0.1))      # threaded OpenBLAS
+    _engine.set_pool(True)
+    before = _engine.pool_jobs()
+    net.train_step(X, y, cbp.SGD(lr=0.1))
+    assert _engine.pool_jobs() == before
+    pooled(lambda: net.train_step(X, y, cbp.SGD(lr=0.1)))
 
 
 def test_set_pool_false_runs_serially():
