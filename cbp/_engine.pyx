@@ -87,16 +87,17 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, bin
                             Py_ssize_t rows) noexcept nogil:
     """Take the pool for a call (the engine `wanted` it, see
     cbp._threads.pool_for) whose steps of `rows` rows (>= 2) are fused SGD
-    steps that asked for `threads` BLAS threads (0: as many as BLAS is set to use, so a
-    limit set with threadpoolctl holds): the parts granted (the caller then
-    makes BLAS single-threaded), or 0 (busy, off, or not such a call)."""
+    steps that asked for `threads` BLAS threads (0: as many as BLAS is set
+    to use, so a limit set with threadpoolctl holds): the parts granted
+    (the caller then makes BLAS single-threaded), or 0 (busy, off, or not
+    such a call).  opt NULL: a forward-only call (inference)."""
+    if opt != NULL and (opt.kind != CBP_SGD or opt.momentum != 0 or opt.weight_decay != 0):
+        return 0
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
         return 0
     if threads == 0:
         threads = _get_threads()
-    if (threads < 2 or opt.kind != CBP_SGD
-            or opt.momentum != 0 or opt.weight_decay != 0
-            or net.n_layers > CBP_POOL_MAX_LAYERS):
+    if threads < 2 or net.n_layers > CBP_POOL_MAX_LAYERS:
         return 0
     cdef int parts = cbp_pool_acquire(threads)
     net.pool_parts = parts
@@ -459,14 +460,16 @@ cdef class Engine:
         cdef void *o = _buffer(out, self.typenum, n * self.n_out, "out", True)
         if transform < CBP_OUTPUT_RAW or transform > CBP_OUTPUT_SIGMOID:
             raise ValueError("Engine.forward: unknown transform")
-        cdef int restore
+        cdef int restore, parts
         with nogil:
-            restore = _threads_enter(self.blas_threads)
+            parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool, n)
+            restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 cbp_net_forward_f32(&self.net, n, <const float *>x, <float *>o, transform)
             else:
                 cbp_net_forward_f64(&self.net, n, <const double *>x, <double *>o, transform)
             _threads_leave(restore)
+            _pool_leave(&self.net, parts)
         return out
 
     def loss(self, X, target, sample_weight=None, bint want_grads=False, outputs=None):
@@ -484,9 +487,12 @@ cdef class Engine:
         if outputs is not None:
             o = _buffer(outputs, self.typenum, n * self.n_out, "outputs", True)
         cdef double loss, weight_total
-        cdef int restore
+        cdef int restore, parts
         with nogil:
-            restore = _threads_enter(self.blas_threads)
+            # Forward-only (an evaluation) may run on the pool; not backward.
+            parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool,
+                                0 if want_grads else n)
+            restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 loss = cbp_net_loss_f32(&self.net, n, <const float *>x, t, <const float *>w,
                                         want_grads, <float *>o, &weight_total)
@@ -494,6 +500,7 @@ cdef class Engine:
                 loss = cbp_net_loss_f64(&self.net, n, <const double *>x, t, <const double *>w,
                                         want_grads, <double *>o, &weight_total)
             _threads_leave(restore)
+            _pool_leave(&self.net, parts)
         return loss, weight_total
 
     def train_step(self, OptimizerState state, X, target, sample_weight=None):

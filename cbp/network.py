@@ -21,7 +21,7 @@ from .callbacks import History
 from .errors import DivergenceError
 from .layers import Dense
 from .ops import activation_code
-from .optim import Optimizer, get_optimizer
+from .optim import SGD, Optimizer, get_optimizer
 
 __all__ = ["Network"]
 
@@ -444,6 +444,9 @@ class Network:
         callbacks = self._callbacks(callbacks)
         batch_size = min(batch_size, n)
         n_batches = -(-n // batch_size)
+        # Plain SGD steps may run on cbp's pool (see _evaluate and docs/threads.md).
+        plain_sgd = (isinstance(optimizer, SGD) and optimizer.momentum == 0
+                     and optimizer.weight_decay == 0)
         per_call = max(1, min(n_batches, int(_WORK_PER_CALL // (6 * batch_size * self.num_parameters))))
         bar = self._progress_bar(progress, epochs * n_batches)
 
@@ -464,6 +467,7 @@ class Network:
                     with self._lock:
                         state = optimizer._state_for(self)
                         self._set_threads(batch_size)
+                        steps_on_pool = self._engine.pool and plain_sgd
                         done, status = self._engine.train_batches(
                             state, X, y, w, order, first * batch_size, batch_size, count,
                             losses[first:first + count])
@@ -487,7 +491,8 @@ class Network:
                 # own OpenBLAS threads, and they spin on the cores cbp's BLAS uses.
                 logs = {"loss": float(np.sum(losses * rows) / n)}
                 if val is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
+                    logs.update({f"val_{k}": v for k, v in
+                                 self._evaluate(*val, pool=steps_on_pool).items()})
                 history._append(epoch, dict(logs))
                 stop = False
                 for cb in callbacks:
@@ -633,7 +638,10 @@ class Network:
         w = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         return self._evaluate(X, y, w)
 
-    def _evaluate(self, X, y, w=None):
+    def _evaluate(self, X, y, w=None, pool=False):
+        """pool: fit's validation, run on cbp's pool when its training
+        steps are (so that OpenBLAS's threads, whose workers would spin
+        into the next epoch, stay asleep; see docs/threads.md)."""
         outputs = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
         if w is not None and not np.sum(w, dtype=np.float64) > 0:
             raise ValueError("sample_weight sums to 0: the weighted loss and accuracy "
@@ -641,6 +649,9 @@ class Network:
         with self._lock:
             self._reserve(X.shape[0])
             self._set_threads(X.shape[0], 2)
+            if pool:
+                self._engine.pool = True
+                self._threads_key = None  # the next call decides afresh
             loss, _ = self._engine.loss(X, y, w, False, outputs)
         self._check_outputs(outputs)
         result = {"loss": float(loss)}

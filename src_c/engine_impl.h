@@ -28,9 +28,16 @@ static const REAL *FN(net_output)(const cbp_net *net)
 
 /* Forward n <= capacity rows of X (n, n_in) through every layer.
  * measure (the fused step): each hidden layer's a_max = max |A|, taken in
- * the activation's own pass. */
+ * the activation's own pass.  Without measure, on the pool when the
+ * caller holds it (pool_forward). */
+static void FN(pool_forward)(const cbp_net *net, int n, const REAL *X);
+
 static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X, int measure)
 {
+    if (!measure && net->pool_parts > 1 && n >= 2 && net->n_layers <= CBP_POOL_MAX_LAYERS) {
+        FN(pool_forward)(net, n, X); /* a caller holding the pool: inference in fit */
+        return;
+    }
     const REAL *in = X;
     for (int l = 0; l < net->n_layers; l++) {
         cbp_layer *L = &net->layers[l];
@@ -313,20 +320,13 @@ static double FN(max2)(double a, double b)
     return a > b ? a : b;
 }
 
-static void FN(pool_step_part)(void *arg, int part, int parts)
+/* Forward on the pool: this part's columns of Z_l = A_{l-1} W_lᵀ + b_l,
+ * then of A_l, layer by layer (forward_chunk's arithmetic); with measure,
+ * the part's max |A_l| of each hidden layer into c->a_part. */
+static void FN(pool_forward_layers)(struct FN(pool_ctx) *c, int part, int parts, int measure)
 {
-    struct FN(pool_ctx) *c = (struct FN(pool_ctx) *)arg;
     const cbp_net *net = c->net;
     const int n = c->n, n_layers = net->n_layers;
-
-    /* max |X| over this part's rows, unless the gather measured it. */
-    if (c->x_max < 0) {
-        ptrdiff_t r0 = (ptrdiff_t)n * part / parts, r1 = (ptrdiff_t)n * (part + 1) / parts;
-        int n_in = net->layers[0].n_in;
-        c->x_part[part] = FN(max_abs)((r1 - r0) * n_in, c->X + r0 * n_in);
-    }
-
-    /* Forward: this part's columns of Z_l = A_{l-1} W_lᵀ + b_l, then A_l. */
     const REAL *in = c->X;
     for (int l = 0; l < n_layers; l++) {
         cbp_layer *L = &net->layers[l];
@@ -344,7 +344,7 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
             for (int i = 0; i < n; i++) {
                 const REAL *z = Z + (ptrdiff_t)i * n_out;
                 REAL *a = A + (ptrdiff_t)i * n_out;
-                if (l < n_layers - 1)
+                if (measure && l < n_layers - 1)
                     a_max = FN(max2)(a_max, A != Z ? FN(activation_forward_max)(L->activation,
                                                                                  width, z, a)
                                                     : FN(max_abs)(width, a));
@@ -356,6 +356,37 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
         cbp_pool_barrier();
         in = (const REAL *)L->A;
     }
+}
+
+static void FN(pool_forward_part)(void *arg, int part, int parts)
+{
+    FN(pool_forward_layers)((struct FN(pool_ctx) *)arg, part, parts, 0);
+}
+
+/* forward_chunk on the pool (n >= 2 rows, the caller holds it). */
+static void FN(pool_forward)(const cbp_net *net, int n, const REAL *X)
+{
+    struct FN(pool_ctx) c;
+    c.net = net;
+    c.n = n;
+    c.X = X;
+    cbp_pool_run(FN(pool_forward_part), &c, net->pool_parts);
+}
+
+static void FN(pool_step_part)(void *arg, int part, int parts)
+{
+    struct FN(pool_ctx) *c = (struct FN(pool_ctx) *)arg;
+    const cbp_net *net = c->net;
+    const int n = c->n, n_layers = net->n_layers;
+
+    /* max |X| over this part's rows, unless the gather measured it. */
+    if (c->x_max < 0) {
+        ptrdiff_t r0 = (ptrdiff_t)n * part / parts, r1 = (ptrdiff_t)n * (part + 1) / parts;
+        int n_in = net->layers[0].n_in;
+        c->x_part[part] = FN(max_abs)((r1 - r0) * n_in, c->X + r0 * n_in);
+    }
+
+    FN(pool_forward_layers)(c, part, parts, 1);
 
     /* The loss and Δ_L with its sums and max (part 0), as train_step. */
     if (part == 0)

@@ -215,6 +215,56 @@ def test_other_optimizers_and_one_row_never_take_the_pool():
     assert _engine.pool_jobs() == before
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, activation, loss, n", CASES, ids=str)
+def test_inference_on_the_pool_matches_the_serial_one(sizes, activation, loss, n, dtype):
+    net = net_of(sizes, activation, loss, dtype)
+    X, y = data(sizes, 2500, loss, dtype)          # three chunks of up to 1024 rows
+    results = {}
+    for pool in (False, True):
+        _engine.set_pool(pool)
+        run = lambda: (net.forward(X), net.predict(X), net.evaluate(X, y))  # noqa: E731
+        results[pool] = pooled(run) if pool else run()
+    rtol = RTOL[dtype]
+    (f0, p0, e0), (f1, p1, e1) = results[False], results[True]
+    np.testing.assert_allclose(f1, f0, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(f1, refnet.output([q.astype(np.float64) for q in net.parameters()],
+                                                 [layer.activation for layer in net.layers], X),
+                               rtol=rtol, atol=rtol)
+    if loss == "mse":                                # predict gives the outputs
+        np.testing.assert_allclose(p1, p0, rtol=rtol, atol=rtol)
+    else:                                            # labels: near-ties may break apart
+        assert np.mean(p1 == p0) > 0.999
+    assert e1["loss"] == pytest.approx(e0["loss"], rel=rtol)
+
+
+def test_fit_validates_on_the_pool_when_it_trains_on_it(monkeypatch):
+    """The validation forward runs on the pool too, so OpenBLAS's workers
+    are not woken between epochs (they would spin into the next epoch
+    and the pool would stand aside): every step of every epoch takes it,
+    though an evaluation of that size alone would run on OpenBLAS's
+    threads."""
+    sizes = [30, 40, 3]
+    # 6 · 10 rows · 1,363 parameters per step: the pool; 2 · 300 rows · 1,363
+    # per validation: above the limit, OpenBLAS's threads when alone.
+    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", 2e5)
+    X, y = data(sizes, 200, "softmax_cross_entropy", np.float32)
+    Xv, yv = data(sizes, 300, "softmax_cross_entropy", np.float32, seed=5)
+    histories = {}
+    for pool in (False, True):
+        _engine.set_pool(pool)
+        net = net_of(sizes)
+        fit = lambda: net.fit(X, y, epochs=4, batch_size=10, optimizer=cbp.SGD(lr=0.1),  # noqa: E731
+                              validation_data=(Xv, yv), progress=False)
+        before = _engine.pool_jobs()
+        histories[pool] = pooled(fit) if pool else fit()
+        if pool:
+            assert _engine.pool_jobs() - before >= 4 * 20 + 4    # steps + validations
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(histories[True].history[key], histories[False].history[key],
+                                   rtol=1e-4)
+
+
 def test_the_pool_waits_for_openblas_workers_to_sleep():
     """Right after cbp ran BLAS on OpenBLAS's threads, whose workers then
     spin for about 0.1 s, a step runs on those threads, not on the pool
