@@ -128,6 +128,23 @@ def test_pool_fit_matches_the_serial_fit(sizes, activation, loss, n, dtype):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("parts", [3, 4, 8])
+def test_more_parts_than_two(parts):
+    """As many parts as BLAS threads (here more threads than this machine
+    may have cores: slow, but the arithmetic is what is checked)."""
+    sizes = [37, 100, 23, 5]
+    X, y = data(sizes, 9, "softmax_cross_entropy", np.float64)
+    net = net_of(sizes, activation="tanh", dtype=np.float64)
+    params = [p.copy() for p in net.parameters()]
+    acts = [layer.activation for layer in net.layers]
+    ref_loss, ref_grads = refnet.loss_and_gradients(params, acts, "softmax_cross_entropy", X, y)
+    with threadpoolctl.threadpool_limits(parts, user_api="blas"):
+        loss = pooled(lambda: net.train_step(X, y, cbp.SGD(lr=0.05)))
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for p, p0, g in zip(net.parameters(), params, ref_grads):
+        np.testing.assert_allclose(p, p0 - 0.05 * g, rtol=1e-11, atol=1e-11)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pool_is_deterministic(dtype):
     sizes = [50, 70, 30, 4]
