@@ -61,12 +61,12 @@ void cbp_pool_barrier(void) {}
 static struct {
     atomic_int busy;              /* 1 while a caller holds the pool */
     int helpers;                  /* helper threads running */
-    int parts;                    /* parts of the current job */
+    atomic_int parts;             /* parts of the current job */
     cbp_pool_fn fn;
     void *arg;
     atomic_uint job;              /* incremented to post a job */
     atomic_int done;              /* helpers finished with the current job */
-    atomic_int sleepers;          /* helpers waiting on `wake` */
+    atomic_int sleeping[CBP_POOL_MAX_PARTS]; /* helper i waits on wake[i] */
     atomic_uint bar_count, bar_gen;
     atomic_llong jobs;            /* jobs run since the process started (tests) */
     atomic_llong blas_threads_ns; /* when cbp last ran BLAS on 2+ threads */
@@ -77,10 +77,10 @@ static struct {
     int pinned;                   /* the caller was pinned by acquire */
 #endif
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+    pthread_cond_t wake[CBP_POOL_MAX_PARTS]; /* initialised by acquire */
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_once_t init_once_flag = PTHREAD_ONCE_INIT;
 
 static inline void cpu_relax(void)
 {
@@ -117,23 +117,30 @@ static void *helper_main(void *arg)
     /* Not pool.job as it is now: the first job may already be posted. */
     unsigned seen = pool.start[id];
     for (;;) {
-        /* Wait for a job: spin a while, then sleep. */
+        /* Wait for a job of ours (id < its parts): spin a while, then
+         * sleep.  Jobs of fewer parts pass a helper by, and it sleeps. */
         int64_t deadline = now_ns() + CBP_POOL_SPIN_NS;
         unsigned spins = 0;
-        while (atomic_load(&pool.job) == seen) {
+        for (;;) {
+            unsigned job = atomic_load(&pool.job);
+            if (job != seen) {
+                seen = job;
+                if (id < atomic_load(&pool.parts))
+                    break;
+            }
             cpu_relax();
             if (++spins % 256 == 0 && now_ns() > deadline) {
+                /* Sleep until a job for this helper is posted (a job of
+                 * fewer parts does not wake it). */
                 pthread_mutex_lock(&pool.lock);
-                atomic_fetch_add(&pool.sleepers, 1);
+                atomic_store(&pool.sleeping[id], 1);
                 while (atomic_load(&pool.job) == seen)
-                    pthread_cond_wait(&pool.wake, &pool.lock);
-                atomic_fetch_sub(&pool.sleepers, 1);
+                    pthread_cond_wait(&pool.wake[id], &pool.lock);
+                atomic_store(&pool.sleeping[id], 0);
                 pthread_mutex_unlock(&pool.lock);
             }
         }
-        seen = atomic_load(&pool.job);
-        if (id < pool.parts)
-            pool.fn(pool.arg, id, pool.parts);
+        pool.fn(pool.arg, id, atomic_load(&pool.parts));
         atomic_fetch_add(&pool.done, 1);
     }
     return NULL;
@@ -143,16 +150,20 @@ static void reset_in_child(void)
 {
     /* Only the forking thread exists in the child. */
     pthread_mutex_init(&pool.lock, NULL);
-    pthread_cond_init(&pool.wake, NULL);
+    for (int i = 0; i < CBP_POOL_MAX_PARTS; i++) {
+        pthread_cond_init(&pool.wake[i], NULL);
+        atomic_store(&pool.sleeping[i], 0);
+    }
     pool.helpers = 0;
-    atomic_store(&pool.sleepers, 0);
     atomic_store(&pool.done, 0);
     atomic_store(&pool.bar_count, 0);
     atomic_store(&pool.busy, 0);
 }
 
-static void register_atfork(void)
+static void init_once(void)
 {
+    for (int i = 0; i < CBP_POOL_MAX_PARTS; i++)
+        pthread_cond_init(&pool.wake[i], NULL);
     pthread_atfork(NULL, NULL, reset_in_child);
 }
 
@@ -226,7 +237,7 @@ int cbp_pool_acquire(int parts)
     int expected = 0;
     if (!atomic_compare_exchange_strong(&pool.busy, &expected, 1))
         return 0;
-    pthread_once(&atfork_once, register_atfork);
+    pthread_once(&init_once_flag, init_once);
     while (pool.helpers < parts - 1) {
         pthread_t thread;
         pthread_attr_t attr;
@@ -260,17 +271,22 @@ void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts)
 {
     pool.fn = fn;
     pool.arg = arg;
-    pool.parts = parts;
+    atomic_store(&pool.parts, parts);
     atomic_store(&pool.bar_count, 0);
     atomic_store(&pool.done, 0);
     atomic_fetch_add(&pool.job, 1); /* seq_cst: the fields above are visible */
-    if (atomic_load(&pool.sleepers) > 0) {
-        pthread_mutex_lock(&pool.lock);
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.lock);
+    for (int i = 1; i < parts; i++) {
+        /* A helper that set sleeping[i] before this job's increment is, or
+         * will be, in cond_wait under the lock (seq_cst: else it sees the
+         * job and does not wait). */
+        if (atomic_load(&pool.sleeping[i])) {
+            pthread_mutex_lock(&pool.lock);
+            pthread_cond_signal(&pool.wake[i]);
+            pthread_mutex_unlock(&pool.lock);
+        }
     }
     fn(arg, 0, parts);
-    SPIN_UNTIL(atomic_load(&pool.done) == pool.helpers);
+    SPIN_UNTIL(atomic_load(&pool.done) == parts - 1);
     atomic_fetch_add(&pool.jobs, 1);
 }
 
@@ -282,7 +298,7 @@ long long cbp_pool_jobs(void)
 void cbp_pool_barrier(void)
 {
     unsigned gen = atomic_load(&pool.bar_gen);
-    if (atomic_fetch_add(&pool.bar_count, 1) == (unsigned)pool.parts - 1) {
+    if (atomic_fetch_add(&pool.bar_count, 1) == (unsigned)atomic_load(&pool.parts) - 1) {
         atomic_store(&pool.bar_count, 0);
         atomic_fetch_add(&pool.bar_gen, 1);
     } else {
