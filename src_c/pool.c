@@ -155,6 +155,9 @@ static void reset_in_child(void)
         atomic_store(&pool.sleeping[i], 0);
     }
     pool.helpers = 0;
+#ifdef __linux__
+    pool.pinned = 0;
+#endif
     atomic_store(&pool.done, 0);
     atomic_store(&pool.bar_count, 0);
     atomic_store(&pool.busy, 0);
