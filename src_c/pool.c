@@ -53,6 +53,8 @@ void cbp_pool_barrier(void) {}
 #include <stdint.h>
 #include <time.h>
 
+_Static_assert(CBP_POOL_MAX_PARTS < 16, "a job's parts fit the low 4 bits of pool.job");
+
 #define CBP_POOL_SPIN_NS 200000 /* 0.2 ms */
 /* OpenBLAS's workers spin 2^28 cycles (0.1 s at 2.6 GHz) after their last
  * job before they sleep; meanwhile each holds a core the pool needs. */
@@ -64,13 +66,13 @@ static struct {
     atomic_int parts;             /* parts of the current job */
     cbp_pool_fn fn;
     void *arg;
-    atomic_uint job;              /* incremented to post a job */
+    atomic_ullong job;            /* the current job: sequence << 4 | its parts */
     atomic_int done;              /* helpers finished with the current job */
     atomic_int sleeping[CBP_POOL_MAX_PARTS]; /* helper i waits on wake[i] */
     atomic_uint bar_count, bar_gen;
     atomic_llong jobs;            /* jobs run since the process started (tests) */
     atomic_llong blas_threads_ns; /* when cbp last ran BLAS on 2+ threads */
-    unsigned start[CBP_POOL_MAX_PARTS]; /* pool.job when helper i was created */
+    unsigned long long start[CBP_POOL_MAX_PARTS]; /* pool.job when helper i was created */
     pthread_t threads[CBP_POOL_MAX_PARTS]; /* helper i's thread */
 #ifdef __linux__
     cpu_set_t caller_mask;        /* the caller's affinity, restored by release */
@@ -115,17 +117,19 @@ static void *helper_main(void *arg)
 {
     int id = (int)(intptr_t)arg;
     /* Not pool.job as it is now: the first job may already be posted. */
-    unsigned seen = pool.start[id];
+    unsigned long long seen = pool.start[id];
     for (;;) {
         /* Wait for a job of ours (id < its parts): spin a while, then
          * sleep.  Jobs of fewer parts pass a helper by, and it sleeps. */
         int64_t deadline = now_ns() + CBP_POOL_SPIN_NS;
         unsigned spins = 0;
         for (;;) {
-            unsigned job = atomic_load(&pool.job);
+            /* The parts come in the same word as the job: a helper that
+             * lags behind can never pair one job with another's parts. */
+            unsigned long long job = atomic_load(&pool.job);
             if (job != seen) {
                 seen = job;
-                if (id < atomic_load(&pool.parts))
+                if (id < (int)(job & 15))
                     break;
             }
             cpu_relax();
@@ -140,7 +144,7 @@ static void *helper_main(void *arg)
                 pthread_mutex_unlock(&pool.lock);
             }
         }
-        pool.fn(pool.arg, id, atomic_load(&pool.parts));
+        pool.fn(pool.arg, id, (int)(seen & 15));
         atomic_fetch_add(&pool.done, 1);
     }
     return NULL;
@@ -176,8 +180,9 @@ static void init_once(void)
  * milliseconds while another CPU idles; each barrier then waits for a
  * time slice (measured: a quarter of the steps of a fit with both parts on
  * one CPU, and such fits 1.5-3x slower).  So while it holds the pool the
- * caller stays on the CPU it is on, and helper i runs on the i-th other
- * CPU the caller was allowed; release gives the caller its mask back.
+ * caller stays on the CPU it is on, and helper i runs on the i-th CPU
+ * after it that the caller was allowed; release gives the caller its mask
+ * back.
  * Skipped when the caller may use fewer CPUs than the parts. */
 static void pin_threads(int parts)
 {
@@ -194,12 +199,14 @@ static void pin_threads(int parts)
     if (pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &one) != 0)
         return;
     pool.pinned = 1;
-    int cpu = -1;
+    int cpu = here;
     for (int i = 1; i < parts; i++) {
+        /* The next allowed CPU after the last one (cyclically), so that
+         * two processes' pools on different CPUs do not pile up on CPU 0. */
         do
-            cpu++;
-        while (cpu < CPU_SETSIZE && (cpu == here || !CPU_ISSET(cpu, &pool.caller_mask)));
-        if (cpu >= CPU_SETSIZE)
+            cpu = (cpu + 1) % CPU_SETSIZE;
+        while (cpu != here && !CPU_ISSET(cpu, &pool.caller_mask));
+        if (cpu == here)
             break;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
@@ -277,7 +284,8 @@ void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts)
     atomic_store(&pool.parts, parts);
     atomic_store(&pool.bar_count, 0);
     atomic_store(&pool.done, 0);
-    atomic_fetch_add(&pool.job, 1); /* seq_cst: the fields above are visible */
+    /* seq_cst: the fields above are visible to whoever sees this job */
+    atomic_store(&pool.job, ((atomic_load(&pool.job) >> 4) + 1) << 4 | (unsigned long long)parts);
     for (int i = 1; i < parts; i++) {
         /* A helper that set sleeping[i] before this job's increment is, or
          * will be, in cond_wait under the lock (seq_cst: else it sees the
