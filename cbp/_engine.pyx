@@ -91,7 +91,8 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, bin
     to use, so a limit set with threadpoolctl holds): the parts granted
     (the caller then makes BLAS single-threaded), or 0 (busy, off, or not
     such a call).  opt NULL: a forward-only call (inference)."""
-    if opt != NULL and (opt.kind != CBP_SGD or opt.momentum != 0 or opt.weight_decay != 0):
+    if opt != NULL and (opt.kind != CBP_SGD or opt.momentum != 0 or opt.weight_decay != 0
+                        or rows > net.capacity):   # a step in chunks is not fused
         return 0
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
         return 0

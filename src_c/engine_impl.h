@@ -303,9 +303,10 @@ struct FN(pool_ctx) {
     double d_part[CBP_POOL_MAX_PARTS][CBP_POOL_MAX_LAYERS];
 };
 
-/* Part p's units [lo, hi) of `size`: boundaries on whole 64-byte lines of
- * a row, so no two parts write one cache line (a small layer may fall to
- * one part). */
+/* Part p's units [lo, hi) of `size`: boundaries at multiples of 64 bytes
+ * from a row's start, so where rows are whole cache lines (n_out a
+ * multiple of 16 floats or 8 doubles) no two parts write one line; a
+ * small layer may fall to one part. */
 static void FN(unit_share)(int size, int part, int parts, int *lo, int *hi)
 {
     const int line = 64 / (int)sizeof(REAL);

@@ -221,7 +221,7 @@ def test_guard_fallback_gives_the_serial_result(dtype, lr):
                 assert a.tobytes() == p0.tobytes()
 
 
-def test_other_optimizers_and_one_row_never_take_the_pool():
+def test_other_optimizers_one_row_and_chunked_steps_never_take_the_pool():
     sizes = [10, 20, 3]
     X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
     net = net_of(sizes)
@@ -229,6 +229,8 @@ def test_other_optimizers_and_one_row_never_take_the_pool():
     net.train_step(X, y, cbp.Adam(lr=1e-3))
     net.train_step(X, y, cbp.SGD(lr=0.1, momentum=0.9))
     net.train_step(X[:1], y[:1], cbp.SGD(lr=0.1))
+    Xb, yb = data(sizes, 1500, "softmax_cross_entropy", np.float32)
+    net.train_step(Xb, yb, cbp.SGD(lr=0.1))   # more rows than a chunk: not fused
     assert _engine.pool_jobs() == before
 
 
