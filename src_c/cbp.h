@@ -1,7 +1,8 @@
 /*
  * cbp.h — every C routine of cbp, declared in one place.
  *
- * Pure C99, no Python.h.  Each routine is written once in a *_impl.h
+ * C99 (pool.c: C11 atomics and POSIX threads), no Python.h.  Each
+ * routine is written once in a *_impl.h
  * template and instantiated for float (suffix _f32) and double (_f64) by
  * instantiate.h.  All matrices are row-major and contiguous: a matrix
  * "(rows, cols)" has element (i, j) at offset i * cols + j.
@@ -9,8 +10,9 @@
  * Contract: callers (the Cython bindings) validate every argument first.
  * These routines assume consistent shapes, sizes that fit a BLAS int,
  * non-NULL buffers of the stated sizes, and outputs that do not alias
- * inputs unless a routine says it allows it.  They never allocate and
- * never call back into Python, so they may run with the GIL released.
+ * inputs unless a routine says it allows it.  They never allocate (the
+ * pool's threads are made once, on first use) and never call back into
+ * Python, so they may run with the GIL released.
  */
 #ifndef CBP_H
 #define CBP_H
