@@ -233,7 +233,9 @@ class Network:
         if key != self._threads_key:
             work = flops_per_row_param * min(rows, self._engine.capacity) * self.num_parameters
             self._engine.blas_threads = _threads.threads_for(work)
-            self._engine.pool = _threads.pool_for(work)
+            # Training steps (6 flops per row and parameter) may take cbp's
+            # pool; inference only inside fit (see _evaluate).
+            self._engine.pool = flops_per_row_param == 6 and _threads.pool_for(work)
             self._threads_key = key
 
     # ------------------------------------------------------------ compute

@@ -234,27 +234,47 @@ def test_other_optimizers_one_row_and_chunked_steps_never_take_the_pool():
     assert _engine.pool_jobs() == before
 
 
+def _engine_outputs(net, X, y, pool):
+    """The engine's forward and forward-with-loss of X, on the pool or not
+    (outside fit, inference never asks for the pool: set it by hand)."""
+    n = len(X)
+    with net._lock:
+        net._reserve(n)
+        net._set_threads(n, 2)
+        net._engine.pool = pool
+        net._threads_key = None
+        out = np.empty((n, net.out_features), net.dtype)
+        net._engine.forward(X, out)
+        out2 = np.empty_like(out)
+        target = net._targets(y, n)
+        loss, _ = net._engine.loss(X, target, None, False, out2)
+    return out, out2, loss
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, activation, loss, n", CASES, ids=str)
 def test_inference_on_the_pool_matches_the_serial_one(sizes, activation, loss, n, dtype):
     net = net_of(sizes, activation, loss, dtype)
     X, y = data(sizes, 2500, loss, dtype)          # three chunks of up to 1024 rows
-    results = {}
-    for pool in (False, True):
-        _engine.set_pool(pool)
-        run = lambda: (net.forward(X), net.predict(X), net.evaluate(X, y))  # noqa: E731
-        results[pool] = pooled(run) if pool else run()
+    f0, g0, l0 = _engine_outputs(net, X, y, False)
+    f1, g1, l1 = pooled(lambda: _engine_outputs(net, X, y, True))
     rtol = RTOL[dtype]
-    (f0, p0, e0), (f1, p1, e1) = results[False], results[True]
-    np.testing.assert_allclose(f1, f0, rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(f1, refnet.output([q.astype(np.float64) for q in net.parameters()],
-                                                 [layer.activation for layer in net.layers], X),
-                               rtol=rtol, atol=rtol)
-    if loss == "mse":                                # predict gives the outputs
-        np.testing.assert_allclose(p1, p0, rtol=rtol, atol=rtol)
-    else:                                            # labels: near-ties may break apart
-        assert np.mean(p1 == p0) > 0.999
-    assert e1["loss"] == pytest.approx(e0["loss"], rel=rtol)
+    reference = refnet.output([q.astype(np.float64) for q in net.parameters()],
+                              [layer.activation for layer in net.layers], X)
+    for got in (f1, g1):
+        np.testing.assert_allclose(got, f0, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(got, reference, rtol=rtol, atol=rtol)
+    assert l1 == pytest.approx(l0, rel=rtol)
+
+
+def test_inference_outside_fit_does_not_take_the_pool():
+    sizes = [30, 40, 3]
+    net = net_of(sizes)
+    X, y = data(sizes, 300, "softmax_cross_entropy", np.float32)
+    time.sleep(QUIET)
+    before = _engine.pool_jobs()
+    net.forward(X), net.predict(X), net.predict_proba(X), net.evaluate(X, y)
+    assert _engine.pool_jobs() == before
 
 
 def test_fit_validates_on_the_pool_when_it_trains_on_it(monkeypatch):
