@@ -73,16 +73,26 @@ def main(argv=None):
     }
     times = {name: [] for name in contenders}
     names = list(contenders)
+    # Steps of this size on cbp's pool (docs/threads.md): the floor runs on
+    # OpenBLAS's threads, whose workers spin 0.1 s after it, and the pool
+    # stands aside for 0.14 s after cbp's last threaded OpenBLAS call — so
+    # each contender after the floor waits that out, as in run.py.
+    from cbp import _engine
+    on_pool = _engine.pool_active() and engine.pool
     for r in range(args.rounds):
         shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        sequence = names[shift:] + names[:shift]
+        for i, name in enumerate(sequence):
+            if on_pool and i > 0 and sequence[i - 1] == "floor":
+                time.sleep(0.15)
             t0 = time.perf_counter()
             contenders[name]()
             times[name].append((time.perf_counter() - t0) / k * 1e6)
     us = {name: statistics.median(v) for name, v in times.items()}
     floor = us["floor"]
     print(f"{args.config} ({'-'.join(map(str, sizes))} b{batch} {dtype}), {k} steps per block, "
-          f"{args.rounds} rounds, BLAS threads {engine.blas_threads or 'default'}")
+          f"{args.rounds} rounds, BLAS threads {engine.blas_threads or 'default'}"
+          f"{', steps on cbp pool' if on_pool else ''}")
     print(f"{'':10}{'µs/step':>11}{'÷ floor':>9}{'+ µs':>11}")
     previous = floor
     for name in names:
