@@ -289,6 +289,10 @@ static int FN(misaligned)(const void *p)
  * same BLAS kernel), though BLAS does not promise the bits of a block to
  * be those of the whole product.
  * ------------------------------------------------------------------ */
+static double FN(gather_rows)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
+                              const void *target, const REAL *w, const int64_t *order,
+                              ptrdiff_t first, int i0, int i1);
+
 struct FN(pool_ctx) {
     const cbp_net *net;
     int n;
@@ -298,6 +302,15 @@ struct FN(pool_ctx) {
     double weight_total, lr, x_max;
     double loss;                 /* written by part 0 before the loss barrier */
     int safe;                    /* the guard's decision (every part's alike) */
+    /* Shuffled batches (order != NULL): each part first gathers its rows
+     * of the batch, order[first ..], from the data set (n_rows rows of
+     * src_X, src_target, src_w) into the plan's batch buffers, which X,
+     * target and w then point to; weight_total < 0: part 0 sums it. */
+    const int64_t *order;
+    ptrdiff_t first, n_rows;
+    const REAL *src_X;
+    const void *src_target;
+    const REAL *src_w;
     double x_part[CBP_POOL_MAX_PARTS];
     double a_part[CBP_POOL_MAX_PARTS][CBP_POOL_MAX_LAYERS];
     double d_part[CBP_POOL_MAX_PARTS][CBP_POOL_MAX_LAYERS];
@@ -380,9 +393,14 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
     const cbp_net *net = c->net;
     const int n = c->n, n_layers = net->n_layers;
 
-    /* max |X| over this part's rows, unless the gather measured it. */
-    if (c->x_max < 0) {
-        ptrdiff_t r0 = (ptrdiff_t)n * part / parts, r1 = (ptrdiff_t)n * (part + 1) / parts;
+    /* This part's rows: gathered (shuffled batches, with their max |x|),
+     * or their max |X| read, unless the caller's gather measured it. */
+    ptrdiff_t r0 = (ptrdiff_t)n * part / parts, r1 = (ptrdiff_t)n * (part + 1) / parts;
+    if (c->order != NULL) {
+        c->x_part[part] = FN(gather_rows)(net, c->n_rows, c->src_X, c->src_target, c->src_w,
+                                          c->order, c->first, (int)r0, (int)r1);
+        cbp_pool_barrier(); /* every row is in place before any product */
+    } else if (c->x_max < 0) {
         int n_in = net->layers[0].n_in;
         c->x_part[part] = FN(max_abs)((r1 - r0) * n_in, c->X + r0 * n_in);
     }
@@ -390,8 +408,15 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
     FN(pool_forward_layers)(c, part, parts, 1);
 
     /* The loss and Δ_L with its sums and max (part 0), as train_step. */
-    if (part == 0)
+    if (part == 0) {
+        if (c->weight_total < 0) { /* the gathered weights: as train_step sums them */
+            double total = 0.0;
+            for (int i = 0; i < n; i++)
+                total += c->w[i];
+            c->weight_total = total;
+        }
         c->loss = FN(loss_chunk)(net, n, c->target, c->w, c->weight_total, 1);
+    }
     cbp_pool_barrier();
     if (!isfinite(c->loss) || !(c->weight_total > 0))
         return;
@@ -452,26 +477,43 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
     }
 }
 
+/* The pool step on X, target, w; or, with order, on the rows
+ * order[first ..] of the data set (n_rows rows of X, target, w), gathered
+ * by the parts (weight_total and x_max are then ignored). */
 static int FN(pool_train_step)(const cbp_net *net, cbp_optim *opt, int n, const REAL *X,
                                const void *target, const REAL *w, double weight_total,
-                               double *loss, double x_max)
+                               double *loss, double x_max, const int64_t *order,
+                               ptrdiff_t first, ptrdiff_t n_rows)
 {
     struct FN(pool_ctx) c;
     c.net = net;
     c.n = n;
+    c.lr = opt->lr;
+    c.loss = 0;
+    c.safe = 1;
+    c.order = order;
+    if (order != NULL) {
+        c.first = first;
+        c.n_rows = n_rows;
+        c.src_X = X;
+        c.src_target = target;
+        c.src_w = w;
+        X = (const REAL *)net->batch_x;
+        target = net->batch_target;
+        w = w == NULL ? NULL : (const REAL *)net->batch_weight;
+        weight_total = w == NULL ? (double)n : -1;
+        x_max = -1;
+    }
     c.X = X;
     c.target = target;
     c.w = w;
     c.weight_total = weight_total;
-    c.lr = opt->lr;
     c.x_max = x_max;
-    c.loss = 0;
-    c.safe = 1;
     cbp_pool_run(FN(pool_step_part), &c, net->pool_parts);
     *loss = c.loss;
     if (!isfinite(c.loss))
         return CBP_NONFINITE_LOSS;
-    if (!(weight_total > 0) || c.safe)
+    if (!(c.weight_total > 0) || c.safe)
         return CBP_OK;
     /* Near overflow: store the gradient, then check it and the update. */
     FN(layer_gradients)(net, n, X, 0);
@@ -507,7 +549,8 @@ static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const
             weight_total += w[i];
     }
     if (FN(pool_can_take)(net, n))
-        return FN(pool_train_step)(net, opt, (int)n, X, target, w, weight_total, loss, x_max);
+        return FN(pool_train_step)(net, opt, (int)n, X, target, w, weight_total, loss, x_max,
+                                   NULL, 0, 0);
     FN(forward_chunk)(net, (int)n, X, 1);
     *loss = FN(loss_chunk)(net, (int)n, target, w, weight_total, 1);
     if (!isfinite(*loss))
@@ -544,25 +587,25 @@ static void FN(prefetch_row)(const REAL *row, int n_in)
 #endif
 }
 
-/* Copy rows order[first .. first + n) of X, the targets and the weights
- * into the plan's batch buffers; returns max |x| over the copied rows.
- * Shuffled rows come from anywhere in X, each a fresh trip to memory: the
+/* Copy rows order[first + i] of X, the targets and the weights, i in
+ * [i0, i1), into place i of the plan's batch buffers; returns max |x|
+ * over the copied rows.  Shuffled rows come from anywhere in X, each a fresh trip to memory: the
  * row `ahead` places further on in the order (about 4 KiB ahead; into the
  * next batch, which then arrives while this one trains) is requested
  * while row i is copied, so the trips overlap instead of adding up. */
-static double FN(gather_batch)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
-                               const void *target, const REAL *w, const int64_t *order,
-                               ptrdiff_t first, int n)
+static double FN(gather_rows)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
+                              const void *target, const REAL *w, const int64_t *order,
+                              ptrdiff_t first, int i0, int i1)
 {
     int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
     ptrdiff_t ahead = 4096 / ((ptrdiff_t)sizeof(REAL) * n_in);
     ahead = ahead < 2 ? 2 : ahead > 16 ? 16 : ahead;
     REAL *bx = net->batch_x, *bw = net->batch_weight;
     double x_max = 0;
-    if (first == 0) /* the epoch's first rows: nothing asked for them yet */
+    if (first + i0 == 0) /* the epoch's first rows: nothing asked for them yet */
         for (ptrdiff_t k = 0; k < ahead && k < n_rows; k++)
             FN(prefetch_row)(X + order[k] * n_in, n_in);
-    for (int i = 0; i < n; i++) {
+    for (int i = i0; i < i1; i++) {
         ptrdiff_t r = order[first + i];
         if (first + i + ahead < n_rows)
             FN(prefetch_row)(X + order[first + i + ahead] * n_in, n_in);
@@ -579,6 +622,16 @@ static double FN(gather_batch)(const cbp_net *net, ptrdiff_t n_rows, const REAL 
     return x_max;
 }
 
+/* Copy rows order[first .. first + n) of X, the targets and the weights
+ * into the plan's batch buffers; returns max |x| over the copied rows
+ * (gather_rows; the pool's parts each gather a range of them). */
+static double FN(gather_batch)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
+                               const void *target, const REAL *w, const int64_t *order,
+                               ptrdiff_t first, int n)
+{
+    return FN(gather_rows)(net, n_rows, X, target, w, order, first, 0, n);
+}
+
 ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_rows,
                                 const REAL *X, const void *target, const REAL *w,
                                 const int64_t *order, ptrdiff_t first_row, int batch_size,
@@ -593,6 +646,14 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
         const REAL *Xb = X + start * n_in, *wb = w == NULL ? NULL : w + start;
         const void *tb = FN(target_rows)(net, target, start);
         double x_max = -1; /* unknown */
+        if (order != NULL && FN(can_fuse)(net, opt, n) && FN(pool_can_take)(net, n)) {
+            /* The pool's parts gather the batch themselves. */
+            *status = FN(pool_train_step)(net, opt, n, X, target, w, 0, &losses[k], -1,
+                                          order, start, n_rows);
+            if (*status != CBP_OK)
+                return k;
+            continue;
+        }
         if (order != NULL) {
             x_max = FN(gather_batch)(net, n_rows, X, target, w, order, start, n);
             Xb = net->batch_x;

@@ -113,15 +113,19 @@ def test_pool_step_matches_the_reference(sizes, activation, loss, n, dtype, weig
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, activation, loss, n", CASES, ids=str)
-def test_pool_fit_matches_the_serial_fit(sizes, activation, loss, n, dtype):
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_pool_fit_matches_the_serial_fit(sizes, activation, loss, n, dtype, weighted, shuffle):
+    """Shuffled, the pool's parts gather their rows of each batch
+    themselves (targets and weights with them)."""
     X, y = data(sizes, 5 * n + 1, loss, dtype)     # a last batch of one row: serial
+    w = np.random.default_rng(4).random(len(X)).astype(dtype) if weighted else None
     nets = [net_of(sizes, activation, loss, dtype) for _ in range(2)]
+    kwargs = dict(epochs=3, batch_size=n, shuffle=shuffle, sample_weight=w, progress=False)
     _engine.set_pool(False)
-    h_serial = nets[0].fit(X, y, epochs=3, batch_size=n, optimizer=cbp.SGD(lr=0.02),
-                           progress=False)
+    h_serial = nets[0].fit(X, y, optimizer=cbp.SGD(lr=0.02), **kwargs)
     _engine.set_pool(True)
-    h_pool = pooled(lambda: nets[1].fit(X, y, epochs=3, batch_size=n,
-                                        optimizer=cbp.SGD(lr=0.02), progress=False))
+    h_pool = pooled(lambda: nets[1].fit(X, y, optimizer=cbp.SGD(lr=0.02), **kwargs))
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(h_pool.history["loss"], h_serial.history["loss"], rtol=rtol)
     for a, b in zip(nets[1].parameters(), nets[0].parameters()):
