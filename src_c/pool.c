@@ -48,6 +48,7 @@ void cbp_pool_barrier(void) {}
 #else
 
 #include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -116,6 +117,9 @@ static int64_t now_ns(void)
 static void *helper_main(void *arg)
 {
     int id = (int)(intptr_t)arg;
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "cbp-pool"); /* as `top -H` shows it */
+#endif
     /* Not pool.job as it is now: the first job may already be posted. */
     unsigned long long seen = pool.start[id];
     for (;;) {
@@ -254,8 +258,14 @@ int cbp_pool_acquire(int parts)
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pool.start[pool.helpers + 1] = atomic_load(&pool.job);
+        /* Helpers start with every signal blocked, so that signals (Ctrl-C)
+         * go to the application's threads, never to a pool thread. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
         int failed = pthread_create(&thread, &attr, helper_main,
                                     (void *)(intptr_t)(pool.helpers + 1));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         pthread_attr_destroy(&attr);
         if (failed)
             break;

@@ -356,6 +356,32 @@ def test_the_callers_cpu_affinity_is_given_back():
     assert os.sched_getaffinity(0) == mask
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux /proc")
+def test_pool_threads_block_signals():
+    """Ctrl-C and other signals go to the application's threads, never to
+    a pool thread (which could not run Python's handler)."""
+    import signal
+
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 100, "softmax_cross_entropy", np.float32)
+    pooled(lambda: net_of(sizes).train_step(X[:10], y[:10], cbp.SGD(lr=0.1)))
+    helpers = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/self/task/{tid}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:     # the thread ended meanwhile
+            continue
+        if name == "cbp-pool":
+            helpers.append(int(status["SigBlk"].strip(), 16))
+    assert helpers, "no pool thread found"
+    for blocked in helpers:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGCHLD):
+            assert blocked & (1 << (sig - 1)), f"a pool thread does not block {sig!r}"
+
+
 def test_two_networks_in_two_threads():
     """Both train at once; whichever finds the pool taken runs serially.
     Each ends as when trained alone on the same path, to rounding."""
