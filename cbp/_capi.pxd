@@ -177,6 +177,7 @@ cdef extern from "cbp.h" nogil:
     long long cbp_pool_jobs()
     void cbp_pool_note_blas_threads()
 
+    int cbp_optim_fuses(const cbp_optim *opt)
     int cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)
     int cbp_optim_update_f64(cbp_optim *opt, Py_ssize_t n, double *p, const double *g)
 

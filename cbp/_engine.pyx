@@ -91,9 +91,8 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, bin
     to use, so a limit set with threadpoolctl holds): the parts granted
     (the caller then makes BLAS single-threaded), or 0 (busy, off, or not
     such a call).  opt NULL: a forward-only call (inference)."""
-    if opt != NULL and (opt.kind != CBP_SGD or opt.momentum != 0 or opt.weight_decay != 0
-                        or rows > net.capacity):   # a step in chunks is not fused
-        return 0
+    if opt != NULL and (not cbp_optim_fuses(opt) or rows > net.capacity):
+        return 0   # not fused SGD, or a step in chunks (not fused either)
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
         return 0
     if threads == 0:
@@ -503,6 +502,11 @@ cdef class Engine:
             _threads_leave(restore)
             _pool_leave(&self.net, parts)
         return loss, weight_total
+
+    def fuses(self, OptimizerState state):
+        """Whether steps with this optimizer fold the update into the weight
+        products (plain SGD), and so may run on cbp's pool."""
+        return bool(cbp_optim_fuses(&state.opt))
 
     def train_step(self, OptimizerState state, X, target, sample_weight=None):
         """One step: (loss before the update, status)."""

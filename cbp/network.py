@@ -21,7 +21,7 @@ from .callbacks import History
 from .errors import DivergenceError
 from .layers import Dense
 from .ops import activation_code
-from .optim import SGD, Optimizer, get_optimizer
+from .optim import Optimizer, get_optimizer
 
 __all__ = ["Network"]
 
@@ -446,9 +446,6 @@ class Network:
         callbacks = self._callbacks(callbacks)
         batch_size = min(batch_size, n)
         n_batches = -(-n // batch_size)
-        # Plain SGD steps may run on cbp's pool (see _evaluate and docs/threads.md).
-        plain_sgd = (isinstance(optimizer, SGD) and optimizer.momentum == 0
-                     and optimizer.weight_decay == 0)
         per_call = max(1, min(n_batches, int(_WORK_PER_CALL // (6 * batch_size * self.num_parameters))))
         bar = self._progress_bar(progress, epochs * n_batches)
 
@@ -469,7 +466,9 @@ class Network:
                     with self._lock:
                         state = optimizer._state_for(self)
                         self._set_threads(batch_size)
-                        steps_on_pool = self._engine.pool and plain_sgd
+                        # Fused steps may run on cbp's pool: then so does
+                        # the validation (see _evaluate).
+                        steps_on_pool = self._engine.pool and self._engine.fuses(state)
                         done, status = self._engine.train_batches(
                             state, X, y, w, order, first * batch_size, batch_size, count,
                             losses[first:first + count])

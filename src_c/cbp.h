@@ -364,6 +364,14 @@ typedef struct cbp_optim {
     int64_t hints_step;
 } cbp_optim;
 
+/* Plain SGD (no momentum, no weight decay): the optimizer whose update the
+ * engine folds into the weight products (engine_impl.h, can_fuse), and so
+ * whose steps may run on cbp's pool. */
+static inline int cbp_optim_fuses(const cbp_optim *opt)
+{
+    return opt->kind == CBP_SGD && opt->momentum == 0 && opt->weight_decay == 0;
+}
+
 /* p ← update(p, g) over n elements and opt->step += 1 (for SGD only
  * when momentum ≠ 0), unless a new parameter or state value would not be
  * finite: then nothing is written and the result is CBP_NONFINITE_UPDATE

@@ -138,25 +138,33 @@ static void FN(layer_gradients)(const cbp_net *net, int n, const REAL *X, REAL b
     }
 }
 
-/* Plain SGD fused into the products: W_l ← W_l − lr Δ_lᵀ A_{l-1} as one
- * ger (one sample) or gemm with alpha = −lr, beta = 1, and
- * b_l ← b_l − lr Σ_rows Δ_l from the sums finish_delta left in S (rounded
- * and applied as bias_sum applies them).  The gradient is never stored. */
+/* Plain SGD fused into the products, rows [j0, j1) of layer l:
+ * W_l ← W_l − lr Δ_lᵀ A_{l-1} as one ger (one sample) or gemm with
+ * alpha = −lr, beta = 1, and b_l ← b_l − lr Σ_rows Δ_l from the sums
+ * finish_delta left in S (rounded and applied as bias_sum applies them).
+ * The gradient is never stored. */
+static void FN(fused_sgd_update_rows)(const cbp_net *net, int l, int n, const REAL *X,
+                                      REAL lr, int j0, int j1)
+{
+    const cbp_layer *L = &net->layers[l];
+    const REAL *in = FN(layer_input)(net, l, X);
+    REAL *W = LAYER_W(net, L) + (ptrdiff_t)j0 * L->n_in, *b = LAYER_B(net, L);
+    const REAL *D = (const REAL *)L->D + j0;
+    if (n == 1)
+        FN(ger_rm)(net->blas, j1 - j0, L->n_in, -lr, D, in, W);
+    else
+        FN(gemm_rm)(net->blas, 1, 0, j1 - j0, L->n_in, n, -lr, D, L->n_out, in, L->n_in, 1,
+                    W, L->n_in);
+    const REAL *sums = L->S, alpha = -lr;
+    for (int j = j0; j < j1; j++)
+        b[j] = b[j] + alpha * sums[j];
+}
+
+/* Every layer; the pool's parts each take their rows of W_l and b_l. */
 static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL lr)
 {
-    for (int l = 0; l < net->n_layers; l++) {
-        const cbp_layer *L = &net->layers[l];
-        const REAL *in = FN(layer_input)(net, l, X);
-        REAL *W = LAYER_W(net, L), *b = LAYER_B(net, L);
-        if (n == 1)
-            FN(ger_rm)(net->blas, L->n_out, L->n_in, -lr, L->D, in, W);
-        else
-            FN(gemm_rm)(net->blas, 1, 0, L->n_out, L->n_in, n, -lr, L->D, L->n_out, in,
-                        L->n_in, 1, W, L->n_in);
-        const REAL *sums = L->S, alpha = -lr;
-        for (int j = 0; j < L->n_out; j++)
-            b[j] = b[j] + alpha * sums[j];
-    }
+    for (int l = 0; l < net->n_layers; l++)
+        FN(fused_sgd_update_rows)(net, l, n, X, lr, 0, net->layers[l].n_out);
 }
 
 /* Can the fused update run with no risk of a non-finite parameter?  Every
@@ -170,17 +178,21 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
  * passes the step makes anyway (forward_chunk and finish_delta with
  * measure); max|X| is passed in when the caller has it (x_max >= 0:
  * gather_batch measures it while copying the rows), else read here. */
-static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, double lr,
-                                    double x_max)
+static int FN(layer_update_is_safe)(int n, double lr, double d_max, double a_max)
 {
     const double safe_step = sizeof(REAL) == sizeof(float) ? ldexp(1.0, 127 - 23 - 3)
                                                            : ldexp(1.0, 1023 - 52 - 3);
     const double scale = (lr > 1 ? lr : 1) * (double)n;
+    return scale * d_max * (a_max > 1 ? a_max : 1) < safe_step; /* false for inf and NaN too */
+}
+
+static int FN(fused_update_is_safe)(const cbp_net *net, int n, const REAL *X, double lr,
+                                    double x_max)
+{
     for (int l = 0; l < net->n_layers; l++) {
-        double d = net->layers[l].d_max;
         double a = l > 0 ? net->layers[l - 1].a_max
                          : x_max >= 0 ? x_max : FN(max_abs)((ptrdiff_t)n * net->layers[0].n_in, X);
-        if (!(scale * d * (a > 1 ? a : 1) < safe_step)) /* false for inf and NaN too */
+        if (!FN(layer_update_is_safe)(n, lr, net->layers[l].d_max, a))
             return 0;
     }
     return 1;
@@ -261,8 +273,7 @@ static int FN(checked_update)(const cbp_net *net, cbp_optim *opt)
  * products and the gradient is never stored. */
 static int FN(can_fuse)(const cbp_net *net, const cbp_optim *opt, ptrdiff_t n)
 {
-    return opt->kind == CBP_SGD && opt->momentum == 0 && opt->weight_decay == 0 && n >= 1 &&
-           n <= net->capacity;
+    return cbp_optim_fuses(opt) && n >= 1 && n <= net->capacity;
 }
 
 /* One sample's x is read once per block of rows by gemv and ger; from a
@@ -441,9 +452,6 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
     }
 
     /* The guard (fused_update_is_safe) on the combined maxima. */
-    const double safe_step = sizeof(REAL) == sizeof(float) ? ldexp(1.0, 127 - 23 - 3)
-                                                           : ldexp(1.0, 1023 - 52 - 3);
-    const double scale = (c->lr > 1 ? c->lr : 1) * (double)n;
     for (int l = 0; l < n_layers; l++) {
         double d = l == n_layers - 1 ? net->layers[l].d_max : 0, a = l > 0 ? 0 : c->x_max;
         for (int p = 0; p < parts; p++) {
@@ -452,28 +460,19 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
             a = l > 0 ? FN(max2)(a, c->a_part[p][l - 1])
                       : c->x_max >= 0 ? a : FN(max2)(a, c->x_part[p]);
         }
-        if (!(scale * d * (a > 1 ? a : 1) < safe_step)) { /* false for inf and NaN too */
+        if (!FN(layer_update_is_safe)(n, c->lr, d, a)) {
             if (part == 0)
                 c->safe = 0;
             return;
         }
     }
 
-    /* Update: this part's rows of W_l and entries of b_l (fused_sgd_update). */
-    const REAL alpha = -(REAL)c->lr;
+    /* Update: this part's rows of W_l and entries of b_l. */
     for (int l = 0; l < n_layers; l++) {
-        const cbp_layer *L = &net->layers[l];
         int j0, j1;
-        FN(unit_share)(L->n_out, part, parts, &j0, &j1);
-        if (j1 <= j0)
-            continue;
-        const REAL *a_in = FN(layer_input)(net, l, c->X);
-        REAL *W = LAYER_W(net, L) + (ptrdiff_t)j0 * L->n_in, *b = LAYER_B(net, L);
-        FN(gemm_rm)(net->blas, 1, 0, j1 - j0, L->n_in, n, alpha, (const REAL *)L->D + j0,
-                    L->n_out, a_in, L->n_in, 1, W, L->n_in);
-        const REAL *sums = L->S;
-        for (int j = j0; j < j1; j++)
-            b[j] = b[j] + alpha * sums[j];
+        FN(unit_share)(net->layers[l].n_out, part, parts, &j0, &j1);
+        if (j1 > j0)
+            FN(fused_sgd_update_rows)(net, l, n, c->X, (REAL)c->lr, j0, j1);
     }
 }
 
