@@ -54,7 +54,7 @@ cdef inline void _threads_leave(int old) noexcept nogil:
         _set_threads(old)
 
 
-# cbp's pool (src_c/pool.c): a fused SGD step that would run BLAS on two
+# cbp's pool (src_c/pool.c): a training step that would run BLAS on two
 # or more threads runs model-parallel on cbp's own threads instead, each
 # calling BLAS single-threaded.  Needs the thread control above (else BLAS
 # could not be made single-threaded).  CBP_POOL=0 in the environment, or
@@ -63,7 +63,7 @@ cdef bint _pool_on = os.environ.get("CBP_POOL", "1") != "0"
 
 
 def set_pool(bint on):
-    """Let fused SGD steps run on cbp's pool (True) or not (False);
+    """Let training steps run on cbp's pool (True) or not (False);
     returns the previous setting."""
     global _pool_on
     cdef bint old = _pool_on
@@ -78,7 +78,7 @@ def pool_jobs():
 
 
 def pool_active():
-    """Whether fused SGD steps may run on cbp's pool: on, and BLAS thread
+    """Whether training steps may run on cbp's pool: on, and BLAS thread
     control available."""
     return bool(_pool_on and _get_threads != NULL)
 
@@ -86,13 +86,13 @@ def pool_active():
 cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, bint wanted,
                             Py_ssize_t rows) noexcept nogil:
     """Take the pool for a call (the engine `wanted` it, see
-    cbp._threads.pool_for) whose steps of `rows` rows (>= 2) are fused SGD
-    steps that asked for `threads` BLAS threads (0: as many as BLAS is set
-    to use, so a limit set with threadpoolctl holds): the parts granted
-    (the caller then makes BLAS single-threaded), or 0 (busy, off, or not
-    such a call).  opt NULL: a forward-only call (inference)."""
-    if opt != NULL and (not cbp_optim_fuses(opt) or rows > net.capacity):
-        return 0   # not fused SGD, or a step in chunks (not fused either)
+    cbp._threads.pool_for) whose steps of `rows` rows (>= 2, one chunk)
+    asked for `threads` BLAS threads (0: as many as BLAS is set to use, so
+    a limit set with threadpoolctl holds): the parts granted (the caller
+    then makes BLAS single-threaded), or 0 (busy, off, or not such a
+    call).  opt NULL: a forward-only call (inference)."""
+    if opt != NULL and rows > net.capacity:
+        return 0   # a step in chunks
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
         return 0
     if threads == 0:
@@ -268,7 +268,7 @@ cdef class Engine:
     cdef readonly int n_in, n_out
     cdef list workspace
     cdef public int blas_threads  # BLAS threads during calls; 0: leave as set
-    cdef public bint pool         # fused SGD steps may run on cbp's pool (see _pool_enter)
+    cdef public bint pool         # training steps may run on cbp's pool (see _pool_enter)
 
     def __cinit__(self, sizes, activations, str loss, params, grads):
         cdef int n_layers = len(sizes) - 1
@@ -502,11 +502,6 @@ cdef class Engine:
             _threads_leave(restore)
             _pool_leave(&self.net, parts)
         return loss, weight_total
-
-    def fuses(self, OptimizerState state):
-        """Whether steps with this optimizer fold the update into the weight
-        products (plain SGD), and so may run on cbp's pool."""
-        return bool(cbp_optim_fuses(&state.opt))
 
     def train_step(self, OptimizerState state, X, target, sample_weight=None):
         """One step: (loss before the update, status)."""

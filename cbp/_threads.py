@@ -124,7 +124,7 @@ def bind() -> bool:
 
 
 def pool_for(work: float) -> bool:
-    """Whether fused SGD steps of `work` flops should run on cbp's pool
+    """Whether training steps of `work` flops should run on cbp's pool
     (when BLAS gets two or more threads for them; see POOL_MAX_WORK)."""
     return SINGLE_THREAD_WORK <= work < POOL_MAX_WORK
 

@@ -466,9 +466,9 @@ class Network:
                     with self._lock:
                         state = optimizer._state_for(self)
                         self._set_threads(batch_size)
-                        # Fused steps may run on cbp's pool: then so does
-                        # the validation (see _evaluate).
-                        steps_on_pool = self._engine.pool and self._engine.fuses(state)
+                        # Steps may run on cbp's pool: then so does the
+                        # validation (see _evaluate).
+                        steps_on_pool = self._engine.pool
                         done, status = self._engine.train_batches(
                             state, X, y, w, order, first * batch_size, batch_size, count,
                             losses[first:first + count])

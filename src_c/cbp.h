@@ -354,7 +354,7 @@ typedef struct cbp_optim {
      * once instead of p, g, m and v. */
     double max_p, max_m, max_v;
     int maxima_fresh;
-    /* float32 Adam (optim_impl.h's adam_commit): one byte per group of 16
+    /* float32 Adam (optim_impl.h's adam_commit_range): one byte per group of 16
      * lanes, 1 where the last sorting of the lanes sent the group through
      * the path for tiny m, and the step t of that sorting (0: none yet).
      * A speed hint only — both paths write the same bits — redone every
@@ -404,6 +404,24 @@ void cbp_pool_barrier(void);
 void cbp_pool_note_blas_threads(void);
 /* Jobs run so far (tests use it to see that a step took the pool). */
 long long cbp_pool_jobs(void);
+
+/* An optimizer update on the pool (optim_impl.h): every part of a job
+ * calls cbp_optim_step_part on the whole buffers and takes its slice; the
+ * parts' answers meet in `sh`.  The result, CBP_OK or CBP_NONFINITE_UPDATE,
+ * is every part's alike.  After an OK job the caller, alone, calls
+ * cbp_optim_step_done (step count, Adam's maxima).  Together they are
+ * cbp_optim_step, bit for bit. */
+typedef struct cbp_optim_share {
+    int bad[3][CBP_POOL_MAX_PARTS];        /* per dry run: SGD or Adam's bound, Adam's check */
+    double g_max[CBP_POOL_MAX_PARTS];      /* max |g| over each part's slice */
+    int64_t max_bits[CBP_POOL_MAX_PARTS][3]; /* Adam's commit: bits of max |p|, |m|, v */
+} cbp_optim_share;
+int cbp_optim_step_part_f32(const cbp_optim *opt, ptrdiff_t n, float *p, const float *g,
+                            int part, int parts, cbp_optim_share *sh);
+int cbp_optim_step_part_f64(const cbp_optim *opt, ptrdiff_t n, double *p, const double *g,
+                            int part, int parts, cbp_optim_share *sh);
+void cbp_optim_step_done_f32(cbp_optim *opt, ptrdiff_t n, const cbp_optim_share *sh, int parts);
+void cbp_optim_step_done_f64(cbp_optim *opt, ptrdiff_t n, const cbp_optim_share *sh, int parts);
 
 /* ------------------------------------------------------------------ */
 /* The engine (engine_impl.h): a network compiled into a plan.         */

@@ -205,6 +205,17 @@ static const void *FN(target_rows)(const cbp_net *net, const void *target, ptrdi
     return (const REAL *)target + row * net->layers[net->n_layers - 1].n_out;
 }
 
+/* Σ w over a batch of n rows (n without weights). */
+static double FN(weight_sum)(ptrdiff_t n, const REAL *w)
+{
+    if (w == NULL)
+        return (double)n;
+    double total = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++)
+        total += w[i];
+    return total;
+}
+
 void FN(net_forward)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X, REAL *outputs,
                      int transform)
 {
@@ -226,12 +237,7 @@ double FN(net_loss)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
                     double *weight_total_out)
 {
     int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
-    double weight_total = (double)n_rows;
-    if (w != NULL) {
-        weight_total = 0.0;
-        for (ptrdiff_t i = 0; i < n_rows; i++)
-            weight_total += w[i];
-    }
+    double weight_total = FN(weight_sum)(n_rows, w);
     if (weight_total_out != NULL)
         *weight_total_out = weight_total;
     int grads_written = 0;
@@ -312,7 +318,13 @@ struct FN(pool_ctx) {
     const REAL *w;
     double weight_total, lr, x_max;
     double loss;                 /* written by part 0 before the loss barrier */
-    int safe;                    /* the guard's decision (every part's alike) */
+    /* Plain SGD (fused): the update folded into the products, unless the
+     * guard says otherwise (safe = 0, its decision every part's alike).
+     * Any other optimizer: the parts store the gradient, then each updates
+     * its slice of the parameters (cbp_optim_step_part; status, part 0's). */
+    const cbp_optim *opt;
+    int fused, safe, status;
+    cbp_optim_share share;
     /* Shuffled batches (order != NULL): each part first gathers its rows
      * of the batch, order[first ..], from the data set (n_rows rows of
      * src_X, src_target, src_w) into the plan's batch buffers, which X,
@@ -420,12 +432,8 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
 
     /* The loss and Δ_L with its sums and max (part 0), as train_step. */
     if (part == 0) {
-        if (c->weight_total < 0) { /* the gathered weights: as train_step sums them */
-            double total = 0.0;
-            for (int i = 0; i < n; i++)
-                total += c->w[i];
-            c->weight_total = total;
-        }
+        if (c->weight_total < 0) /* the gathered weights */
+            c->weight_total = FN(weight_sum)(n, c->w);
         c->loss = FN(loss_chunk)(net, n, c->target, c->w, c->weight_total, 1);
     }
     cbp_pool_barrier();
@@ -449,6 +457,32 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
         }
         c->d_part[part][l - 1] = d_max;
         cbp_pool_barrier();
+    }
+
+    if (!c->fused) {
+        /* The gradient: this part's rows of dW_l = Δ_lᵀ A_{l-1} (layer_gradients'
+         * product, in blocks) and entries of db_l (the sums finish_delta left
+         * in S, rounded as bias_grad rounds them); then every part's slice of
+         * the optimizer's update. */
+        for (int l = 0; l < n_layers; l++) {
+            const cbp_layer *L = &net->layers[l];
+            int j0, j1;
+            FN(unit_share)(L->n_out, part, parts, &j0, &j1);
+            if (j1 > j0) {
+                REAL *grads = net->grads;
+                FN(gemm_rm)(net->blas, 1, 0, j1 - j0, L->n_in, n, 1, (const REAL *)L->D + j0,
+                            L->n_out, FN(layer_input)(net, l, c->X), L->n_in, 0,
+                            grads + L->w_offset + (ptrdiff_t)j0 * L->n_in, L->n_in);
+                memcpy(grads + L->b_offset + j0, (const REAL *)L->S + j0,
+                       sizeof(REAL) * (size_t)(j1 - j0));
+            }
+        }
+        cbp_pool_barrier(); /* the whole gradient before any slice of the update */
+        int status = FN(optim_step_part)(c->opt, net->n_params, net->params, net->grads, part,
+                                         parts, &c->share);
+        if (part == 0)
+            c->status = status;
+        return;
     }
 
     /* The guard (fused_update_is_safe) on the combined maxima. */
@@ -489,7 +523,10 @@ static int FN(pool_train_step)(const cbp_net *net, cbp_optim *opt, int n, const 
     c.n = n;
     c.lr = opt->lr;
     c.loss = 0;
+    c.opt = opt;
+    c.fused = cbp_optim_fuses(opt);
     c.safe = 1;
+    c.status = CBP_OK;
     c.order = order;
     if (order != NULL) {
         c.first = first;
@@ -512,16 +549,28 @@ static int FN(pool_train_step)(const cbp_net *net, cbp_optim *opt, int n, const 
     *loss = c.loss;
     if (!isfinite(c.loss))
         return CBP_NONFINITE_LOSS;
-    if (!(c.weight_total > 0) || c.safe)
+    if (!(c.weight_total > 0))
+        return CBP_OK; /* every weight zero: the batch changes nothing */
+    if (!c.fused) { /* as checked_update */
+        if (c.status == CBP_OK) {
+            FN(optim_step_done)(opt, net->n_params, &c.share, net->pool_parts);
+            return CBP_OK;
+        }
+        return FN(all_finite)(net->n_params, net->grads) ? c.status : CBP_NONFINITE_GRADIENT;
+    }
+    if (c.safe)
         return CBP_OK;
     /* Near overflow: store the gradient, then check it and the update. */
     FN(layer_gradients)(net, n, X, 0);
     return FN(checked_update)(net, opt);
 }
 
+/* A step of n rows, any optimizer, on the pool (when the caller holds it):
+ * the batch is one chunk of at least two rows. */
 static int FN(pool_can_take)(const cbp_net *net, ptrdiff_t n)
 {
-    return net->pool_parts > 1 && n >= 2 && net->n_layers <= CBP_POOL_MAX_LAYERS;
+    return net->pool_parts > 1 && n >= 2 && n <= net->capacity &&
+           net->n_layers <= CBP_POOL_MAX_LAYERS;
 }
 
 static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const REAL *X,
@@ -532,6 +581,9 @@ static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const
         x_max = FN(copy_max_abs)(net->layers[0].n_in, X, net->batch_x);
         X = net->batch_x;
     }
+    if (FN(pool_can_take)(net, n))
+        return FN(pool_train_step)(net, opt, (int)n, X, target, w, FN(weight_sum)(n, w), loss,
+                                   x_max, NULL, 0, 0);
     if (!FN(can_fuse)(net, opt, n)) {
         *loss = FN(net_loss)(net, n, X, target, w, 1, NULL, &weight_total);
         if (!isfinite(*loss))
@@ -541,15 +593,7 @@ static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const
         return CBP_OK; /* Σ w = 0: the gradient is zero */
     }
     /* The fused path: the batch is one chunk. */
-    weight_total = (double)n;
-    if (w != NULL) {
-        weight_total = 0.0;
-        for (ptrdiff_t i = 0; i < n; i++)
-            weight_total += w[i];
-    }
-    if (FN(pool_can_take)(net, n))
-        return FN(pool_train_step)(net, opt, (int)n, X, target, w, weight_total, loss, x_max,
-                                   NULL, 0, 0);
+    weight_total = FN(weight_sum)(n, w);
     FN(forward_chunk)(net, (int)n, X, 1);
     *loss = FN(loss_chunk)(net, (int)n, target, w, weight_total, 1);
     if (!isfinite(*loss))
@@ -645,7 +689,7 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
         const REAL *Xb = X + start * n_in, *wb = w == NULL ? NULL : w + start;
         const void *tb = FN(target_rows)(net, target, start);
         double x_max = -1; /* unknown */
-        if (order != NULL && FN(can_fuse)(net, opt, n) && FN(pool_can_take)(net, n)) {
+        if (order != NULL && FN(pool_can_take)(net, n)) {
             /* The pool's parts gather the batch themselves. */
             *status = FN(pool_train_step)(net, opt, n, X, target, w, 0, &losses[k], -1,
                                           order, start, n_rows);

@@ -14,18 +14,19 @@
  * adam_pass and optim_step).
  */
 
-/* SGD (torch.optim.SGD):
+/* SGD (torch.optim.SGD), over n elements of p and grad, and the state's
+ * elements [off, off + n):
  *   g ← g + λ p                          (weight_decay λ)
  *   b ← g  at the first step with μ ≠ 0, else  b ← μ b + (1 − τ) g
  *                                        (momentum μ, dampening τ)
  *   g ← g + μ b  (Nesterov)  or  g ← b
  *   p ← p − lr g */
-static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t n, REAL *p,
+static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t off, ptrdiff_t n, REAL *p,
                                const REAL *grad, const int commit)
 {
     const REAL lr = (REAL)opt->lr, wd = (REAL)opt->weight_decay;
     const REAL mu = (REAL)opt->momentum, keep = (REAL)(1 - opt->dampening);
-    REAL *buf = opt->buf1;
+    REAL *buf = opt->buf1 == NULL ? NULL : (REAL *)opt->buf1 + off;
     /* For SGD, step counts the steps with momentum (see optim_update): 0
      * means no buffer yet, as torch's momentum_buffer None, even after
      * steps taken with momentum 0. */
@@ -194,17 +195,20 @@ static int FN(adam_maxima_bound)(const cbp_optim *opt, int64_t t, double g_max)
 }
 
 /* One clone set per pass (CBP_VECTOR_CLONES), each with its mode fixed. */
+/* Each over n elements of p and g, and the state's [off, off + n). */
 CBP_VECTOR_CLONES
-static int FN(adam_bound)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+static int FN(adam_bound)(const cbp_optim *opt, int64_t t, ptrdiff_t off, ptrdiff_t n, REAL *p,
+                          const REAL *g)
 {
     return FN(adam_pass)(opt, FN(adam_step_size)(opt, t), FN(adam_bc2_sqrt)(opt, t), n, p, g,
-                         opt->buf1, opt->buf2, ADAM_BOUND, NULL);
+                         (REAL *)opt->buf1 + off, (REAL *)opt->buf2 + off, ADAM_BOUND, NULL);
 }
 CBP_VECTOR_CLONES
-static int FN(adam_check)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+static int FN(adam_check)(const cbp_optim *opt, int64_t t, ptrdiff_t off, ptrdiff_t n, REAL *p,
+                          const REAL *g)
 {
     return FN(adam_pass)(opt, FN(adam_step_size)(opt, t), FN(adam_bc2_sqrt)(opt, t), n, p, g,
-                         opt->buf1, opt->buf2, ADAM_CHECK, NULL);
+                         (REAL *)opt->buf1 + off, (REAL *)opt->buf2 + off, ADAM_CHECK, NULL);
 }
 #if REAL_IS_FLOAT
 /* Adam's commit in float, and subnormal numbers.
@@ -318,18 +322,27 @@ static inline unsigned char FN(adam_group_small)(const unsigned char *c)
  * update on the digits network. */
 #define ADAM_RESORT 16
 
+/* Whether adam_commit keeps its sorting of the lanes in opt->hints (the
+ * buffer covers the n_total elements) and whether it reuses the last one. */
+static void FN(adam_hints_plan)(const cbp_optim *opt, int64_t t, ptrdiff_t n_total, int *keep,
+                                int *reuse)
+{
+    *keep = opt->hints != NULL && opt->n_hints >= (n_total + ADAM_GROUP - 1) / ADAM_GROUP;
+    *reuse = *keep && opt->hints_step > 0 && t >= opt->hints_step &&
+             t - opt->hints_step < ADAM_RESORT;
+}
+
+/* Adam's commit over n elements of p and g, and of the state and the hints
+ * from element `off` (a multiple of ADAM_CHUNK, so that its chunks are
+ * those of a commit over the whole buffer); raises max_bits[0..2]. */
 CBP_VECTOR_CLONES
-static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+static void FN(adam_commit_range)(const cbp_optim *opt, int64_t t, ptrdiff_t off, ptrdiff_t n,
+                                  REAL *p, const REAL *g, int keep, int reuse, IREAL *max_bits)
 {
     const REAL step_size = FN(adam_step_size)(opt, t), bc2_sqrt = FN(adam_bc2_sqrt)(opt, t);
-    REAL *m = opt->buf1, *v = opt->buf2;
-    IREAL max_bits[3] = {0, 0, 0};
+    REAL *m = (REAL *)opt->buf1 + off, *v = (REAL *)opt->buf2 + off;
     const int plain = opt->kind == CBP_ADAM && (REAL)opt->weight_decay == 0;
     const int64_t z = FN(zero_bits);
-    /* The hints of the last sorting, if kept and recent. */
-    const int keep = opt->hints != NULL && opt->n_hints >= (n + ADAM_GROUP - 1) / ADAM_GROUP;
-    const int reuse = keep && opt->hints_step > 0 && t >= opt->hints_step &&
-                      t - opt->hints_step < ADAM_RESORT;
     unsigned char cls[ADAM_CHUNK], local[ADAM_CHUNK / ADAM_GROUP];
     for (ptrdiff_t start = 0; start < n; start += ADAM_CHUNK) {
         const ptrdiff_t len = n - start < ADAM_CHUNK ? n - start : ADAM_CHUNK;
@@ -340,7 +353,7 @@ static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, cons
             FN(adam_pass)(opt, step_size, bc2_sqrt, len, pc, gc, mc, vc, ADAM_COMMIT, max_bits);
             continue;
         }
-        unsigned char *hint = keep ? opt->hints + start / ADAM_GROUP : local;
+        unsigned char *hint = keep ? opt->hints + (off + start) / ADAM_GROUP : local;
         if (!reuse) {
             if (!FN(adam_any_small_m)(len, mc)) {
                 memset(hint, 0, (size_t)groups);
@@ -366,57 +379,160 @@ static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, cons
             run = k;
         }
     }
-    if (keep && plain && !reuse)
-        opt->hints_step = t;
-    REAL r;
-    memcpy(&r, &max_bits[0], sizeof r), opt->max_p = r;
-    memcpy(&r, &max_bits[1], sizeof r), opt->max_m = r;
-    memcpy(&r, &max_bits[2], sizeof r), opt->max_v = r;
-    return 0;
 }
 #else
-CBP_VECTOR_CLONES
-static int FN(adam_commit)(cbp_optim *opt, int64_t t, ptrdiff_t n, REAL *p, const REAL *g)
+static void FN(adam_hints_plan)(const cbp_optim *opt, int64_t t, ptrdiff_t n_total, int *keep,
+                                int *reuse)
 {
-    IREAL max_bits[3] = {0, 0, 0};
-    FN(adam_pass)(opt, FN(adam_step_size)(opt, t), FN(adam_bc2_sqrt)(opt, t), n, p, g, opt->buf1,
-                  opt->buf2, ADAM_COMMIT, max_bits);
+    (void)opt, (void)t, (void)n_total;
+    *keep = *reuse = 0; /* float only (subnormal m) */
+}
+
+CBP_VECTOR_CLONES
+static void FN(adam_commit_range)(const cbp_optim *opt, int64_t t, ptrdiff_t off, ptrdiff_t n,
+                                  REAL *p, const REAL *g, int keep, int reuse, IREAL *max_bits)
+{
+    (void)keep, (void)reuse;
+    FN(adam_pass)(opt, FN(adam_step_size)(opt, t), FN(adam_bc2_sqrt)(opt, t), n, p, g,
+                  (REAL *)opt->buf1 + off, (REAL *)opt->buf2 + off, ADAM_COMMIT, max_bits);
+}
+#endif
+
+/* After Adam's commit of step t (its maxima's bits in max_bits): the
+ * maxima it wrote, the sorting's step, the step count. */
+static void FN(adam_committed)(cbp_optim *opt, int64_t t, const IREAL *max_bits, int keep,
+                               int reuse)
+{
     REAL r;
     memcpy(&r, &max_bits[0], sizeof r), opt->max_p = r;
     memcpy(&r, &max_bits[1], sizeof r), opt->max_m = r;
     memcpy(&r, &max_bits[2], sizeof r), opt->max_v = r;
-    return 0;
+    if (keep && !reuse && opt->kind == CBP_ADAM && (REAL)opt->weight_decay == 0)
+        opt->hints_step = t; /* adam_commit_range sorted the lanes (float, plain Adam) */
+    opt->maxima_fresh = 1;
+    opt->step = t;
 }
-#endif
+
 CBP_VECTOR_CLONES
-static int FN(sgd_check)(const cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
+static int FN(sgd_check)(const cbp_optim *opt, ptrdiff_t off, ptrdiff_t n, REAL *p,
+                         const REAL *g)
 {
-    return FN(sgd_pass)(opt, n, p, g, 0);
+    return FN(sgd_pass)(opt, off, n, p, g, 0);
 }
 CBP_VECTOR_CLONES
-static int FN(sgd_commit)(const cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
+static int FN(sgd_commit)(const cbp_optim *opt, ptrdiff_t off, ptrdiff_t n, REAL *p,
+                          const REAL *g)
 {
-    return FN(sgd_pass)(opt, n, p, g, 1);
+    return FN(sgd_pass)(opt, off, n, p, g, 1);
 }
 
 int FN(optim_step)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)
 {
     if (opt->kind == CBP_SGD) {
-        if (FN(sgd_check)(opt, n, p, g))
+        if (FN(sgd_check)(opt, 0, n, p, g))
             return CBP_NONFINITE_UPDATE;
-        FN(sgd_commit)(opt, n, p, g);
+        FN(sgd_commit)(opt, 0, n, p, g);
         if (opt->momentum != 0) /* the momentum buffer now holds a value */
             opt->step += 1;
         return CBP_OK;
     }
     int64_t t = opt->step + 1;
     int known_finite = opt->maxima_fresh && FN(adam_maxima_bound)(opt, t, FN(max_abs)(n, g));
-    if (!known_finite && FN(adam_bound)(opt, t, n, p, g) && FN(adam_check)(opt, t, n, p, g))
+    if (!known_finite && FN(adam_bound)(opt, t, 0, n, p, g) && FN(adam_check)(opt, t, 0, n, p, g))
         return CBP_NONFINITE_UPDATE;
-    FN(adam_commit)(opt, t, n, p, g);
-    opt->maxima_fresh = 1;
-    opt->step += 1;
+    int keep, reuse;
+    FN(adam_hints_plan)(opt, t, n, &keep, &reuse);
+    IREAL max_bits[3] = {0, 0, 0};
+    FN(adam_commit_range)(opt, t, 0, n, p, g, keep, reuse, max_bits);
+    FN(adam_committed)(opt, t, max_bits, keep, reuse);
     return CBP_OK;
+}
+
+/* optim_step on cbp's pool: called by every part of a pool job, part
+ * `part` of `parts` takes the elements [s0, s1) (whole ADAM_CHUNKs, so that
+ * each chunk is the one optim_step would make).  The parts meet at a
+ * barrier after each dry run, combine their answers in `sh` alike and take
+ * the same decision; the passes are element-wise, so the result is
+ * optim_step's bit for bit.  Only the parameters and the state are
+ * written here: cbp_optim_step_done, on the caller after the job, then
+ * updates opt itself (the parts read it throughout). */
+static void FN(optim_slice)(ptrdiff_t n, int part, int parts, ptrdiff_t *s0, ptrdiff_t *s1)
+{
+    const ptrdiff_t unit = 4096, units = (n + unit - 1) / unit;
+    ptrdiff_t a = units * part / parts * unit, b = units * (part + 1) / parts * unit;
+    *s0 = a < n ? a : n;
+    *s1 = b < n ? b : n;
+}
+
+static int FN(any_part)(const int *flags, int parts)
+{
+    int any = 0;
+    for (int q = 0; q < parts; q++)
+        any |= flags[q];
+    return any;
+}
+
+int FN(optim_step_part)(const cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g, int part,
+                        int parts, cbp_optim_share *sh)
+{
+    ptrdiff_t s0, s1;
+    FN(optim_slice)(n, part, parts, &s0, &s1);
+    const ptrdiff_t len = s1 - s0;
+    REAL *ps = p + s0;
+    const REAL *gs = g + s0;
+    if (opt->kind == CBP_SGD) {
+        sh->bad[0][part] = FN(sgd_check)(opt, s0, len, ps, gs);
+        cbp_pool_barrier();
+        if (FN(any_part)(sh->bad[0], parts))
+            return CBP_NONFINITE_UPDATE;
+        FN(sgd_commit)(opt, s0, len, ps, gs);
+        return CBP_OK;
+    }
+    const int64_t t = opt->step + 1;
+    int known_finite = 0;
+    if (opt->maxima_fresh) {
+        sh->g_max[part] = FN(max_abs)(len, gs); /* inf if some g is not finite */
+        cbp_pool_barrier();
+        double g_max = 0;
+        for (int q = 0; q < parts; q++)
+            g_max = sh->g_max[q] > g_max ? sh->g_max[q] : g_max;
+        known_finite = FN(adam_maxima_bound)(opt, t, g_max);
+    }
+    if (!known_finite) {
+        sh->bad[1][part] = FN(adam_bound)(opt, t, s0, len, ps, gs);
+        cbp_pool_barrier();
+        if (FN(any_part)(sh->bad[1], parts)) {
+            sh->bad[2][part] = FN(adam_check)(opt, t, s0, len, ps, gs);
+            cbp_pool_barrier();
+            if (FN(any_part)(sh->bad[2], parts))
+                return CBP_NONFINITE_UPDATE;
+        }
+    }
+    int keep, reuse;
+    FN(adam_hints_plan)(opt, t, n, &keep, &reuse);
+    IREAL max_bits[3] = {0, 0, 0};
+    FN(adam_commit_range)(opt, t, s0, len, ps, gs, keep, reuse, max_bits);
+    for (int k = 0; k < 3; k++)
+        sh->max_bits[part][k] = max_bits[k];
+    return CBP_OK;
+}
+
+void FN(optim_step_done)(cbp_optim *opt, ptrdiff_t n, const cbp_optim_share *sh, int parts)
+{
+    if (opt->kind == CBP_SGD) {
+        if (opt->momentum != 0)
+            opt->step += 1;
+        return;
+    }
+    const int64_t t = opt->step + 1;
+    int keep, reuse;
+    FN(adam_hints_plan)(opt, t, n, &keep, &reuse);
+    IREAL max_bits[3] = {0, 0, 0};
+    for (int q = 0; q < parts; q++)
+        for (int k = 0; k < 3; k++)
+            max_bits[k] = (IREAL)sh->max_bits[q][k] > max_bits[k] ? (IREAL)sh->max_bits[q][k]
+                                                                   : max_bits[k];
+    FN(adam_committed)(opt, t, max_bits, keep, reuse);
 }
 
 int FN(optim_update)(cbp_optim *opt, ptrdiff_t n, REAL *p, const REAL *g)

@@ -225,17 +225,158 @@ def test_guard_fallback_gives_the_serial_result(dtype, lr):
                 assert a.tobytes() == p0.tobytes()
 
 
-def test_other_optimizers_one_row_and_chunked_steps_never_take_the_pool():
+def test_one_row_and_chunked_steps_never_take_the_pool():
     sizes = [10, 20, 3]
     X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
     net = net_of(sizes)
+    time.sleep(QUIET)
     before = _engine.pool_jobs()
-    net.train_step(X, y, cbp.Adam(lr=1e-3))
-    net.train_step(X, y, cbp.SGD(lr=0.1, momentum=0.9))
-    net.train_step(X[:1], y[:1], cbp.SGD(lr=0.1))
-    Xb, yb = data(sizes, 1500, "softmax_cross_entropy", np.float32)
-    net.train_step(Xb, yb, cbp.SGD(lr=0.1))   # more rows than a chunk: not fused
+    for opt in (cbp.SGD(lr=0.1), cbp.Adam(lr=1e-3)):
+        net.train_step(X[:1], y[:1], opt)
+        Xb, yb = data(sizes, 1500, "softmax_cross_entropy", np.float32)
+        net.train_step(Xb, yb, opt)   # more rows than a chunk (1,024)
     assert _engine.pool_jobs() == before
+    pooled(lambda: net.train_step(X, y, cbp.Adam(lr=1e-3)))   # while 8 rows do
+
+
+# Optimizers that store the gradient: the parts write their rows of dW and
+# db, then each updates its slice of the flat parameters (whole blocks of
+# 4,096), meeting the others at each of the update's finiteness checks.
+OPTIMIZERS = [
+    ("sgd-momentum", "sgd", dict(lr=0.05, momentum=0.9)),
+    ("sgd-nesterov-weight-decay", "sgd", dict(lr=0.05, momentum=0.7, nesterov=True,
+                                              weight_decay=0.02)),
+    ("sgd-weight-decay", "sgd", dict(lr=0.1, weight_decay=0.05)),
+    ("adam-default", "adam", dict()),
+    ("adam-weight-decay", "adam", dict(lr=0.01, weight_decay=0.1)),
+    # ε = 0: every step through Adam's exact dry run (its bound divides by ε)
+    ("adam-eps-zero", "adam", dict(lr=0.01, eps=0.0)),
+    ("adamw-custom", "adamw", dict(lr=0.01, beta1=0.85, beta2=0.95, eps=1e-7,
+                                   weight_decay=0.2)),
+]
+CBP_OPTIMIZERS = {"sgd": cbp.SGD, "adam": cbp.Adam, "adamw": cbp.AdamW}
+REF_OPTIMIZERS = {"sgd": refnet.SGD, "adam": refnet.Adam, "adamw": refnet.AdamW}
+
+
+def reference_optimizer(kind, kw):
+    kw = dict(kw)
+    if "beta1" in kw or "beta2" in kw:
+        kw["betas"] = (kw.pop("beta1", 0.9), kw.pop("beta2", 0.999))
+    return REF_OPTIMIZERS[kind](**kw)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 8])
+@pytest.mark.parametrize("sizes", [[60, 90, 50, 4], [6, 10, 7, 4]], ids=["10244", "179"])
+@pytest.mark.parametrize("name, kind, kw", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_pool_steps_with_a_stored_gradient_match_the_reference(name, kind, kw, sizes, parts):
+    """15 float64 steps against the NumPy transcription of torch.optim's
+    rules on the NumPy reference gradient (tests/reference_network.py), to
+    1e-9 — on 10,244 parameters, whose update's slices span the parts, and
+    on 179, where one part updates them all.  Every step takes the pool."""
+    acts = ["tanh", "tanh", "identity"]
+    layers = [cbp.Dense(a, b, activation=f) for a, b, f in zip(sizes, sizes[1:], acts)]
+    net = cbp.Network(layers, dtype=np.float64, seed=1)
+    params0 = [p.copy() for p in net.parameters()]
+    rng = np.random.default_rng(3)
+    distinct = [(rng.standard_normal((16, sizes[0])), rng.integers(0, sizes[-1], 16))
+                for _ in range(4)]
+    batches = [distinct[k % 4] for k in range(15)]
+    opt = CBP_OPTIMIZERS[kind](**kw)
+    with threadpoolctl.threadpool_limits(parts, user_api="blas"):
+        time.sleep(QUIET)
+        before = _engine.pool_jobs()
+        losses = [net.train_step(X, y, opt) for X, y in batches]
+        assert _engine.pool_jobs() - before == len(batches)
+    expected, ref_losses = refnet.train(params0, acts, net.loss, batches,
+                                        reference_optimizer(kind, kw))
+    for p0, a, e in zip(params0, net.parameters(), expected):
+        assert np.max(np.abs(e - p0)) > 1e-6
+        assert refnet.max_norm_rel_error(a, e) <= 1e-9
+        assert refnet.max_norm_rel_error(a - p0, e - p0) <= 1e-9
+    assert refnet.max_norm_rel_error(np.array(losses), np.array(ref_losses)) <= 1e-9
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, activation, loss, n", CASES, ids=str)
+@pytest.mark.parametrize("name, kind, kw", [OPTIMIZERS[1], OPTIMIZERS[3], OPTIMIZERS[6]],
+                         ids=[OPTIMIZERS[i][0] for i in (1, 3, 6)])
+def test_pool_fit_with_a_stored_gradient_matches_the_serial_fit(sizes, activation, loss, n,
+                                                                dtype, name, kind, kw):
+    """Shuffled and weighted, several steps per call into C (Adam then
+    decides finiteness from its last update's maxima), a last batch of one
+    row (serial, between pool steps), the state carried over two calls."""
+    X, y = data(sizes, 5 * n + 1, loss, dtype)
+    w = np.random.default_rng(4).random(len(X)).astype(dtype)
+    nets = [net_of(sizes, activation, loss, dtype) for _ in range(2)]
+    opts = [CBP_OPTIMIZERS[kind](**kw) for _ in range(2)]
+    kwargs = dict(epochs=2, batch_size=n, sample_weight=w, progress=False)
+    histories = []
+    for pool, net, opt in zip((False, True), nets, opts):
+        _engine.set_pool(pool)
+        run = lambda: [net.fit(X, y, optimizer=opt, **kwargs) for _ in range(2)]  # noqa: E731
+        histories.append(pooled(run) if pool else run())
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for h_serial, h_pool in zip(*histories):
+        np.testing.assert_allclose(h_pool.history["loss"], h_serial.history["loss"], rtol=rtol)
+    for a, b in zip(nets[1].parameters(), nets[0].parameters()):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+    steps = [opt._state_for(net).step for opt, net in zip(opts, nets)]
+    assert steps[0] == steps[1] == 2 * 2 * 6
+
+
+def _diverging_step(net, X, y, opt, pool):
+    _engine.set_pool(pool)
+    step = lambda: net.train_step(X, y, opt)   # noqa: E731
+    try:
+        return pooled(step) if pool else step()
+    except cbp.DivergenceError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["sgd-momentum", "adam"])
+def test_a_refused_update_on_the_pool_leaves_parameters_and_state(dtype, kind):
+    """A finite gradient whose update would overflow (SGD with momentum and
+    an lr of 1e10), or a gradient that overflows (Adam on inputs near the
+    largest finite value): the pool refuses the step as the serial step
+    does, with the same message, and leaves the parameters and the
+    optimizer's state (its step count among them) as they were."""
+    sizes = [6, 8, 3]
+    X, _ = data(sizes, 8, "softmax_cross_entropy", dtype)
+    nets = [net_of(sizes, dtype=dtype) for _ in range(2)]
+    if kind == "adam":
+        X = np.full_like(X, np.finfo(dtype).max / 4)
+        X[::2] *= -1
+        for net in nets:                  # Z finite; Δ1 = (Δ2 W2) ⊙ σ' is large
+            net.layers[0].W[:] *= dtype(1e-6)   # and dW1 = Δ1ᵀ X overflows
+            net.layers[1].W[:] *= dtype(100)
+        make = lambda: cbp.Adam(lr=1e-3)   # noqa: E731
+        expected = "a gradient is not finite"
+    else:
+        X = X * dtype(np.finfo(dtype).max / 1e5)
+        make = lambda: cbp.SGD(lr=1e-3, momentum=0.9)   # noqa: E731
+        expected = "the update would make a parameter non-finite"
+    outcomes = []
+    for net, pool in zip(nets, (False, True)):
+        opt = make()
+        Xw, yw = data(sizes, 8, "softmax_cross_entropy", dtype, seed=9)
+        _engine.set_pool(False)
+        net.train_step(Xw, yw, opt)                    # a state to keep
+        if kind != "adam":
+            opt.lr = 1e10
+        y = np.argmin(net.forward(X), axis=1)          # a large loss: deltas are not 0
+        state = opt._state_for(net)
+        before = [p.copy() for p in net.parameters()] + [state.buf1.copy()]
+        if state.buf2 is not None:
+            before.append(state.buf2.copy())
+        step = state.step
+        outcomes.append(_diverging_step(net, X, y, opt, pool))
+        after = list(net.parameters()) + [state.buf1] + ([state.buf2] if len(before) > 5 else [])
+        for a, b in zip(after, before, strict=True):
+            assert a.tobytes() == b.tobytes()
+        assert state.step == step > 0
+    assert outcomes[0] == outcomes[1]
+    assert expected in outcomes[1]
 
 
 def _engine_outputs(net, X, y, pool):
