@@ -251,6 +251,12 @@ cdef class OptimizerState:
         return status
 
     @property
+    def fuses(self):
+        """Whether the engine folds this optimizer's update into the weight
+        products (plain SGD: cbp_optim_fuses)."""
+        return bool(cbp_optim_fuses(&self.opt))
+
+    @property
     def step(self):
         return self.opt.step
 

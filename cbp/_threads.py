@@ -39,6 +39,16 @@ SINGLE_THREAD_WORK = 1e7
 # 0.99, 128 0.98; 784-2048-2048-10 float32 at batch 256 (9.0e9) 1.01.
 # Above the threshold the products are large enough for OpenBLAS's own
 # split (it shares the packed operands between its threads).
+#
+# Steps with any other optimizer (Adam, AdamW, SGD with momentum or weight
+# decay) take the pool at every size from SINGLE_THREAD_WORK: they also
+# store the gradient and make the optimizer's pass over every parameter,
+# which on OpenBLAS's threads runs on one core and on the pool on all.
+# Measured 2026-12-06 on 2 cores (AMD EPYC), fit on shuffled batches, pool
+# ÷ OpenBLAS threads, median of 21 alternating one-epoch fits: Adam on
+# 784-256-128-10 float32 at batch 8 0.46, 32 0.70, 64 0.81, 128 0.84,
+# 1024 0.97; float64 at batch 32 0.75, 128 0.89; 784-2048-2048-10 float32
+# at batch 256 0.96; SGD with momentum 0.9 at batch 32 0.77, 128 0.93.
 POOL_MAX_WORK = 1.5e8
 
 _bound = None
@@ -123,10 +133,11 @@ def bind() -> bool:
     return _bound is not None
 
 
-def pool_for(work: float) -> bool:
+def pool_for(work: float, fused: bool = True) -> bool:
     """Whether training steps of `work` flops should run on cbp's pool
-    (when BLAS gets two or more threads for them; see POOL_MAX_WORK)."""
-    return SINGLE_THREAD_WORK <= work < POOL_MAX_WORK
+    (when BLAS gets two or more threads for them; see POOL_MAX_WORK):
+    `fused`, plain SGD's, below POOL_MAX_WORK; the others' at any size."""
+    return SINGLE_THREAD_WORK <= work and (not fused or work < POOL_MAX_WORK)
 
 
 def threads_for(work: float) -> int:

@@ -227,15 +227,16 @@ class Network:
     def _reserve(self, rows):
         self._engine.reserve(max(1, min(rows, _CHUNK_ROWS)))
 
-    def _set_threads(self, rows, flops_per_row_param=6):
-        """BLAS threads for calls on `rows`-row batches (see cbp._threads)."""
-        key = (rows, flops_per_row_param, self._engine.capacity)
+    def _set_threads(self, rows, flops_per_row_param=6, fused=True):
+        """BLAS threads for calls on `rows`-row batches (see cbp._threads);
+        `fused`: training steps with plain SGD (OptimizerState.fuses)."""
+        key = (rows, flops_per_row_param, self._engine.capacity, fused)
         if key != self._threads_key:
             work = flops_per_row_param * min(rows, self._engine.capacity) * self.num_parameters
             self._engine.blas_threads = _threads.threads_for(work)
             # Training steps (6 flops per row and parameter) may take cbp's
             # pool; inference only inside fit (see _evaluate).
-            self._engine.pool = flops_per_row_param == 6 and _threads.pool_for(work)
+            self._engine.pool = flops_per_row_param == 6 and _threads.pool_for(work, fused)
             self._threads_key = key
 
     # ------------------------------------------------------------ compute
@@ -354,7 +355,7 @@ class Network:
             state = optimizer._state_for(self)
             if X.shape[0] > self._engine.capacity:
                 self._reserve(X.shape[0])
-            self._set_threads(X.shape[0])
+            self._set_threads(X.shape[0], fused=state.fuses)
             loss, status = self._engine.train_step(state, X, y, w)
         if status != _engine.OK:
             raise DivergenceError(self._divergence_message(status, loss))
@@ -465,7 +466,7 @@ class Network:
                     count = min(per_call, n_batches - first)
                     with self._lock:
                         state = optimizer._state_for(self)
-                        self._set_threads(batch_size)
+                        self._set_threads(batch_size, fused=state.fuses)
                         # Steps may run on cbp's pool: then so does the
                         # validation (see _evaluate).
                         steps_on_pool = self._engine.pool

@@ -322,7 +322,7 @@ static inline unsigned char FN(adam_group_small)(const unsigned char *c)
  * update on the digits network. */
 #define ADAM_RESORT 16
 
-/* Whether adam_commit keeps its sorting of the lanes in opt->hints (the
+/* Whether Adam's commit keeps its sorting of the lanes in opt->hints (the
  * buffer covers the n_total elements) and whether it reuses the last one. */
 static void FN(adam_hints_plan)(const cbp_optim *opt, int64_t t, ptrdiff_t n_total, int *keep,
                                 int *reuse)

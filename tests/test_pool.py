@@ -239,6 +239,24 @@ def test_one_row_and_chunked_steps_never_take_the_pool():
     pooled(lambda: net.train_step(X, y, cbp.Adam(lr=1e-3)))   # while 8 rows do
 
 
+def test_only_plain_sgd_stays_off_the_pool_above_its_limit(monkeypatch):
+    """Above POOL_MAX_WORK plain SGD's steps keep OpenBLAS's threads; every
+    other optimizer's take the pool at any size (see cbp/_threads.py)."""
+    sizes = [30, 40, 3]
+    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", 1e4)   # below 6 · 10 rows · 1,363
+    X, y = data(sizes, 40, "softmax_cross_entropy", np.float32)
+    jobs = {}
+    for name, opt in [("sgd", cbp.SGD(lr=0.1)), ("sgd-momentum", cbp.SGD(lr=0.1, momentum=0.9)),
+                      ("adam", cbp.Adam()), ("adamw", cbp.AdamW())]:
+        net = net_of(sizes)
+        time.sleep(QUIET)
+        before = _engine.pool_jobs()
+        net.fit(X, y, epochs=1, batch_size=10, optimizer=opt, progress=False)
+        net.train_step(X[:10], y[:10], opt)
+        jobs[name] = _engine.pool_jobs() - before
+    assert jobs == {"sgd": 0, "sgd-momentum": 5, "adam": 5, "adamw": 5}
+
+
 # Optimizers that store the gradient: the parts write their rows of dW and
 # db, then each updates its slice of the flat parameters (whole blocks of
 # 4,096), meeting the others at each of the update's finiteness checks.
