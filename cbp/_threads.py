@@ -44,11 +44,12 @@ SINGLE_THREAD_WORK = 1e7
 # decay) take the pool at every size from SINGLE_THREAD_WORK: they also
 # store the gradient and make the optimizer's pass over every parameter,
 # which on OpenBLAS's threads runs on one core and on the pool on all.
-# Measured 2026-12-06 on 2 cores (AMD EPYC), fit on shuffled batches, pool
-# ÷ OpenBLAS threads, median of 21 alternating one-epoch fits: Adam on
-# 784-256-128-10 float32 at batch 8 0.46, 32 0.70, 64 0.81, 128 0.84,
-# 1024 0.97; float64 at batch 32 0.75, 128 0.89; 784-2048-2048-10 float32
-# at batch 256 0.96; SGD with momentum 0.9 at batch 32 0.77, 128 0.93.
+# Measured 2026-12-06 on 2 cores (AMD EPYC) with benchmarks/pool.py (fit
+# on shuffled batches, pool ÷ OpenBLAS threads, median over 21 rounds of
+# two adjacent one-epoch fits): Adam on 784-256-128-10 float32 at batch 8
+# 0.46, 32 0.50-0.70, 128 0.76-0.84, 512 0.96, 1024 0.97; float64 at 32
+# 0.75, 128 0.89; 784-2048-2048-10 float32 at batch 256 0.96 and 1.01 (a
+# wash); SGD with momentum 0.9 at batch 8 0.45, 32 0.78, 128 0.93.
 POOL_MAX_WORK = 1.5e8
 
 _bound = None
