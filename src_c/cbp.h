@@ -439,7 +439,7 @@ typedef struct cbp_layer {
     void *Z;                 /* workspace (capacity, n_out): pre-activations */
     void *A;                 /* workspace (capacity, n_out): σ(Z); == Z for identity */
     void *D;                 /* workspace (capacity, n_out): Δ = ∂loss/∂Z */
-    void *S;                 /* workspace (n_out): Σ_rows Δ of the fused SGD step */
+    void *S;                 /* workspace (n_out): Σ_rows Δ of the fused or pool step */
     double a_max, d_max;     /* the fused step's max |A| and max |Δ| (engine_impl.h) */
 } cbp_layer;
 
@@ -457,7 +457,7 @@ typedef struct cbp_net {
     void *batch_weight;      /* (capacity) REAL */
     int forward_nn;          /* take linear_forward_nn where cbp_forward_nn_pays */
     void *batch_xt;          /* (n_in of layer 1, capacity), or NULL: its XT */
-    int pool_parts;          /* > 1: fused SGD steps run on cbp's pool in this many
+    int pool_parts;          /* > 1: training steps run on cbp's pool in this many
                               * parts (set by the caller around a call that holds
                               * the pool, with BLAS single-threaded); else 0 */
 } cbp_net;

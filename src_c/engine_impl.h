@@ -291,17 +291,21 @@ static int FN(misaligned)(const void *p)
 }
 
 /* ------------------------------------------------------------------
- * The fused SGD step on cbp's pool (pool.c): the same step as train_step's
- * fused path, model-parallel.  Part p of P owns a share of every layer's
- * units, a block of whole cache lines (unit_share): it computes those
- * columns of Z_l and A_l, those columns of Δ_{l-1}, and updates those
- * rows of W_l and entries of b_l, each with a single-threaded BLAS call
- * on a block of the matrices train_step multiplies whole.  The loss (all
- * rows, one small pass) is part 0's.  Every part meets the others at a
- * barrier after each layer's product and pass, as the next layer reads
- * every column.  Each part takes the guard's maxima over its own blocks;
- * after the last backward barrier every part combines them alike and
- * makes the same decision.  The per-element arithmetic is train_step's
+ * A training step on cbp's pool (pool.c): the same step as train_step's,
+ * model-parallel.  Part p of P owns a share of every layer's units, a
+ * block of whole cache lines (unit_share): it computes those columns of
+ * Z_l and A_l, those columns of Δ_{l-1}, and those rows of W_l's update
+ * and entries of b_l's, each with a single-threaded BLAS call on a block
+ * of the matrices train_step multiplies whole.  The loss (all rows, one
+ * small pass) is part 0's.  Every part meets the others at a barrier
+ * after each layer's product and pass, as the next layer reads every
+ * column.  Plain SGD folds the update into the products, as train_step's
+ * fused path does: each part takes the guard's maxima over its own
+ * blocks; after the last backward barrier every part combines them alike
+ * and makes the same decision.  Any other optimizer: each part stores its
+ * rows of dW_l and db_l, then updates its slice of the flat parameters
+ * (cbp_optim_step_part; the caller finishes with cbp_optim_step_done).
+ * The per-element arithmetic is train_step's
  * (same passes, same rounding; a block of a product is computed by the
  * same BLAS kernel), though BLAS does not promise the bits of a block to
  * be those of the whole product.
@@ -547,6 +551,17 @@ static int FN(pool_train_step)(const cbp_net *net, cbp_optim *opt, int n, const 
     c.x_max = x_max;
     cbp_pool_run(FN(pool_step_part), &c, net->pool_parts);
     *loss = c.loss;
+    if (!c.fused && (!isfinite(c.loss) || !(c.weight_total > 0))) {
+        /* The parts stopped before the gradient; as net_loss, still store
+         * it (every train_step replaces dW and db): Σ w = 0, zero; a
+         * non-finite loss, the backward pass on the forward's results. */
+        if (!(c.weight_total > 0)) {
+            memset(net->grads, 0, sizeof(REAL) * (size_t)net->n_params);
+        } else {
+            FN(backward_deltas)(net, n, 0);
+            FN(layer_gradients)(net, n, X, 0);
+        }
+    }
     if (!isfinite(c.loss))
         return CBP_NONFINITE_LOSS;
     if (!(c.weight_total > 0))

@@ -1,6 +1,8 @@
-"""cbp's pool (src_c/pool.c; docs/threads.md): plain-SGD steps that get two
+"""cbp's pool (src_c/pool.c; docs/threads.md): training steps that get two
 BLAS threads run model-parallel on cbp's own threads, each part owning a
-share of every layer's units.
+share of every layer's units; with plain SGD the update is folded into the
+products, with any other optimizer each part stores its rows of the
+gradient and updates a slice of the parameters.
 
 * Every test first makes sure the step really took the pool (the pool's
   job counter moves), so none can pass by running the serial path.
@@ -355,8 +357,8 @@ def _diverging_step(net, X, y, opt, pool):
 @pytest.mark.parametrize("kind", ["sgd-momentum", "adam"])
 def test_a_refused_update_on_the_pool_leaves_parameters_and_state(dtype, kind):
     """A finite gradient whose update would overflow (SGD with momentum and
-    an lr of 1e10), or a gradient that overflows (Adam on inputs near the
-    largest finite value): the pool refuses the step as the serial step
+    an lr of 1e10 on inputs of max/1e5), or a gradient that overflows
+    (Adam on inputs of max/4): the pool refuses the step as the serial step
     does, with the same message, and leaves the parameters and the
     optimizer's state (its step count among them) as they were."""
     sizes = [6, 8, 3]
@@ -603,3 +605,59 @@ def test_pool_works_in_a_forked_child(monkeypatch):
     assert took_pool
     for a, b in zip(params, net.parameters()):
         np.testing.assert_array_equal(np.asarray(a, np.float32), b)
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_an_update_refused_in_one_slice_is_written_in_none(kind, parts):
+    """The update overflows in the last part's slice only (a bias of 1e300
+    under weight decay 1e9, so g + λ p is not finite there): every part
+    writes nothing, not only the part that found it.  Adam runs both of
+    its dry runs (train_step starts without fresh maxima)."""
+    sizes = [60, 90, 50, 4]     # 10,244 parameters: b1 at [9990, 10040), the last slice
+    layers = [cbp.Dense(a, b, activation="tanh") for a, b in zip(sizes, sizes[1:])]
+    net = cbp.Network(layers, dtype=np.float64, seed=1)
+    net.layers[1].b[10] = 1e300   # tanh keeps the forward finite
+    X, y = data(sizes, 16, "softmax_cross_entropy", np.float64)
+    opt = (cbp.SGD(lr=0.1, momentum=0.9, weight_decay=1e9) if kind == "sgd"
+           else cbp.Adam(lr=1e-3, weight_decay=1e9))
+    before = [p.copy() for p in net.parameters()]
+    with threadpoolctl.threadpool_limits(parts, user_api="blas"):
+        with pytest.raises(cbp.DivergenceError, match="update would make a parameter non-finite"):
+            pooled(lambda: net.train_step(X, y, opt))
+    for a, b in zip(net.parameters(), before):
+        assert a.tobytes() == b.tobytes()
+    state = opt._state_for(net)
+    assert state.step == 0 and not state.buf1.any()
+
+
+@pytest.mark.parametrize("case", ["zero-weight", "nonfinite-loss"])
+def test_pool_steps_store_the_gradient_as_serial_ones(case):
+    """Every train_step replaces dW and db, also when it changes nothing (a
+    batch of weight 0: zero) or is refused (a non-finite loss: the
+    gradient computed), on the pool as serially."""
+    sizes = [10, 20, 3]
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float64)
+    w = None
+    if case == "zero-weight":
+        w = np.zeros(8)
+    else:
+        X[:] = np.finfo(np.float64).max / 2
+    grads = []
+    for pool in (False, True):
+        net = net_of(sizes, dtype=np.float64)
+        net.train_step(*data(sizes, 8, "softmax_cross_entropy", np.float64, seed=7),
+                       cbp.Adam())                      # some earlier gradient
+        if case == "nonfinite-loss":
+            net.layers[0].W[:] = 1
+        _engine.set_pool(pool)
+        step = lambda: net.train_step(X, y, cbp.Adam(), sample_weight=w)   # noqa: E731
+        try:
+            pooled(step) if pool else step()
+        except cbp.DivergenceError as exc:
+            assert case == "nonfinite-loss" and "loss is not finite" in str(exc)
+        grads.append([g.copy() for g in net.gradients()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    if case == "zero-weight":
+        assert not any(g.any() for g in grads[1])
