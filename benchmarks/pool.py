@@ -11,7 +11,11 @@ at every size.  Printed: median µs per step of each, and the median over
 rounds of the ratio pool ÷ OpenBLAS of the two calls of a round (adjacent
 in time, so that the machine's slow drifts cancel).  Below 1 the pool is
 faster.  Uses cbp's private switches; a diagnostic, not one of the
-suite's targets.
+suite's targets.  With PyTorch installed, also PyTorch eager with the
+same optimizer (torch.optim, its defaults otherwise; ``nn.Sequential``,
+``CrossEntropyLoss``, one Python step per batch, on batches sliced once
+in shuffled order) in the same rounds, and the ratio PyTorch ÷ cbp's
+pool; ``--no-torch`` leaves it out.
 
     python benchmarks/pool.py                                  # Adam, SGD+momentum, SGD
     python benchmarks/pool.py --optimizers adam --batches 32,128 --dtype float64
@@ -25,6 +29,12 @@ import time
 
 import numpy as np
 
+TORCH_OPTIMIZERS = {
+    "adam": lambda torch, params: torch.optim.Adam(params, lr=1e-3),
+    "adamw": lambda torch, params: torch.optim.AdamW(params, lr=1e-3),
+    "momentum": lambda torch, params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+    "sgd": lambda torch, params: torch.optim.SGD(params, lr=0.01),
+}
 OPTIMIZERS = {
     "adam": lambda cbp: cbp.Adam(lr=1e-3),
     "adamw": lambda cbp: cbp.AdamW(lr=1e-3),
@@ -34,7 +44,33 @@ OPTIMIZERS = {
 PAUSE = 0.15  # s: OpenBLAS's workers spin ~0.1 s after a call; the pool waits 0.14 s
 
 
-def measure(sizes, batch, dtype, make_optimizer, rounds, block):
+def torch_run(torch, sizes, dtype, name, X, y, batch, seed=0):
+    """A function running one epoch of PyTorch steps on the batches of X, y
+    in one shuffled order (sliced once), and returning nothing."""
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(torch.nn.Linear(a, b, dtype=tdtype))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = TORCH_OPTIMIZERS[name](torch, model.parameters())
+    order = np.random.default_rng(seed).permutation(len(X))
+    batches = [(torch.from_numpy(np.ascontiguousarray(X[order[i:i + batch]])),
+                torch.from_numpy(y[order[i:i + batch]])) for i in range(0, len(X), batch)]
+
+    def epoch():
+        for xb, yb in batches:
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+    return epoch
+
+
+def measure(sizes, batch, dtype, name, rounds, block, torch=None):
+    make_optimizer = OPTIMIZERS[name]
     import cbp
     from cbp import _engine, _threads
 
@@ -55,12 +91,24 @@ def measure(sizes, batch, dtype, make_optimizer, rounds, block):
     for mode in ("openblas", "pool"):
         net = cbp.Network.mlp(sizes, dtype=dtype, seed=0)
         runs[mode] = (net, make_optimizer(cbp), [])
+    modes = ["openblas", "pool"]
+    if torch is not None:
+        epoch = torch_run(torch, sizes, dtype, name, X, y, batch)
+        epoch()  # warm
+        runs["torch"] = (epoch, None, [])
+        modes.append("torch")
     saved = _engine.set_pool(True), _threads.POOL_MAX_WORK
     try:
         for r in range(rounds):
-            order = ["openblas", "pool"] if r % 2 == 0 else ["pool", "openblas"]
+            order = modes[r % len(modes):] + modes[:r % len(modes)]
             for mode in order:
                 net, optimizer, times = runs[mode]
+                if mode == "torch":
+                    time.sleep(PAUSE)
+                    t0 = time.perf_counter()
+                    net()
+                    times.append((time.perf_counter() - t0) / steps * 1e6)
+                    continue
                 _engine.set_pool(mode == "pool")
                 _threads.POOL_MAX_WORK = float("inf")
                 net._threads_key = None  # decide the threads afresh
@@ -78,7 +126,13 @@ def measure(sizes, batch, dtype, make_optimizer, rounds, block):
         _threads.POOL_MAX_WORK = saved[1]
     blas, pool = runs["openblas"][2], runs["pool"][2]
     ratio = statistics.median(p / b for p, b in zip(pool, blas))
-    return steps, 6 * batch * params, statistics.median(blas), statistics.median(pool), ratio
+    result = dict(steps=steps, work=6 * batch * params, blas=statistics.median(blas),
+                  pool=statistics.median(pool), ratio=ratio)
+    if "torch" in runs:
+        t = runs["torch"][2]
+        result["torch"] = statistics.median(t)
+        result["torch_ratio"] = statistics.median(a / p for a, p in zip(t, pool))
+    return result
 
 
 def main(argv=None):
@@ -90,7 +144,14 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--block-ms", type=float, default=50.0, help="about this long per fit call")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     args = p.parse_args(argv)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            torch = None
 
     import cbp
     from cbp import _engine, _threads
@@ -104,16 +165,20 @@ def main(argv=None):
         if name not in OPTIMIZERS:
             raise SystemExit(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     print(f"cbp {cbp.__version__}, {'-'.join(map(str, sizes))} {args.dtype}, fit on shuffled "
-          f"batches, {args.rounds} rounds, both on the default BLAS thread count")
+          f"batches, {args.rounds} rounds, both on the default BLAS thread count"
+          + (f"; torch {torch.__version__} on {torch.get_num_threads()} threads" if torch else
+             "; PyTorch not installed" if not args.no_torch else ""))
     print(f"{'optimizer':10}{'batch':>7}{'flops/step':>12}{'steps':>7}"
-          f"{'OpenBLAS µs':>13}{'pool µs':>10}{'pool ÷ OpenBLAS':>17}")
+          f"{'OpenBLAS µs':>13}{'pool µs':>10}{'pool ÷ OpenBLAS':>17}"
+          + (f"{'PyTorch µs':>12}{'PyTorch ÷ pool':>16}" if torch else ""))
     for name in names:
         for batch in (int(b) for b in args.batches.split(",")):
-            steps, work, blas, pool, ratio = measure(sizes, batch, np.dtype(args.dtype),
-                                                     OPTIMIZERS[name], args.rounds,
-                                                     args.block_ms / 1e3)
-            print(f"{name:10}{batch:>7}{work:>12.2e}{steps:>7}{blas:>13.1f}{pool:>10.1f}"
-                  f"{ratio:>17.3f}", flush=True)
+            r = measure(sizes, batch, np.dtype(args.dtype), name, args.rounds,
+                        args.block_ms / 1e3, torch)
+            print(f"{name:10}{batch:>7}{r['work']:>12.2e}{r['steps']:>7}{r['blas']:>13.1f}"
+                  f"{r['pool']:>10.1f}{r['ratio']:>17.3f}"
+                  + (f"{r['torch']:>12.1f}{r['torch_ratio']:>16.2f}" if torch else ""),
+                  flush=True)
 
 
 if __name__ == "__main__":
