@@ -47,7 +47,7 @@ SINGLE_THREAD_WORK = 1e7
 # Measured 2026-12-06 on 2 cores (AMD EPYC) with benchmarks/pool.py (fit
 # on shuffled batches, pool ÷ OpenBLAS threads, median over 21 rounds of
 # two adjacent one-epoch fits): Adam on 784-256-128-10 float32 at batch 8
-# 0.46, 32 0.50-0.70, 128 0.76-0.84, 512 0.96, 1024 0.97; float64 at 32
+# 0.43-0.47, 32 0.50-0.75, 128 0.76-0.89, 512 0.96, 1024 0.97; float64 at 32
 # 0.75, 128 0.89; 784-2048-2048-10 float32 at batch 256 0.96 and 1.01 (a
 # wash); SGD with momentum 0.9 at batch 8 0.45, 32 0.78, 128 0.93.
 POOL_MAX_WORK = 1.5e8
