@@ -421,13 +421,14 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
     const int n = c->n, n_layers = net->n_layers;
 
     /* This part's rows: gathered (shuffled batches, with their max |x|),
-     * or their max |X| read, unless the caller's gather measured it. */
+     * or, for the fused update's guard, their max |X| read, unless the
+     * caller's gather measured it. */
     ptrdiff_t r0 = (ptrdiff_t)n * part / parts, r1 = (ptrdiff_t)n * (part + 1) / parts;
     if (c->order != NULL) {
         c->x_part[part] = FN(gather_rows)(net, c->n_rows, c->src_X, c->src_target, c->src_w,
                                           c->order, c->first, (int)r0, (int)r1);
         cbp_pool_barrier(); /* every row is in place before any product */
-    } else if (c->x_max < 0) {
+    } else if (c->fused && c->x_max < 0) {
         int n_in = net->layers[0].n_in;
         c->x_part[part] = FN(max_abs)((r1 - r0) * n_in, c->X + r0 * n_in);
     }
