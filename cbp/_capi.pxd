@@ -172,6 +172,7 @@ cdef extern from "cbp.h" nogil:
         int pool_parts
 
     enum: CBP_POOL_MAX_LAYERS
+    enum: CBP_POOL_MAX_PARTS
     int cbp_pool_acquire(int parts)
     void cbp_pool_release()
     long long cbp_pool_jobs()

@@ -83,14 +83,15 @@ def pool_active():
     return bool(_pool_on and _get_threads != NULL)
 
 
-cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, bint wanted,
+cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int wanted,
                             Py_ssize_t rows) noexcept nogil:
     """Take the pool for a call (the engine `wanted` it, see
-    cbp._threads.pool_for) whose steps of `rows` rows (>= 2, one chunk)
-    asked for `threads` BLAS threads (0: as many as BLAS is set to use, so
-    a limit set with threadpoolctl holds): the parts granted (the caller
-    then makes BLAS single-threaded), or 0 (busy, off, or not such a
-    call).  opt NULL: a forward-only call (inference)."""
+    cbp._threads.pool_for: 2 only if the pool can have as many threads as
+    BLAS would) whose steps of `rows` rows (>= 2, one chunk) asked for
+    `threads` BLAS threads (0: as many as BLAS is set to use, so a limit
+    set with threadpoolctl holds): the parts granted (the caller then
+    makes BLAS single-threaded), or 0 (busy, off, or not such a call).
+    opt NULL: a forward-only call (inference)."""
     if opt != NULL and rows > net.capacity:
         return 0   # a step in chunks
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
@@ -98,6 +99,8 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, bin
     if threads == 0:
         threads = _get_threads()
     if threads < 2 or net.n_layers > CBP_POOL_MAX_LAYERS:
+        return 0
+    if wanted == 2 and threads > CBP_POOL_MAX_PARTS:
         return 0
     cdef int parts = cbp_pool_acquire(threads)
     net.pool_parts = parts
@@ -274,7 +277,8 @@ cdef class Engine:
     cdef readonly int n_in, n_out
     cdef list workspace
     cdef public int blas_threads  # BLAS threads during calls; 0: leave as set
-    cdef public bint pool         # training steps may run on cbp's pool (see _pool_enter)
+    cdef public int pool          # training steps may run on cbp's pool: 0 no, 1 yes, 2 if
+                                  # BLAS's threads fit it (see _pool_enter)
 
     def __cinit__(self, sizes, activations, str loss, params, grads):
         cdef int n_layers = len(sizes) - 1

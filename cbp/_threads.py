@@ -134,11 +134,19 @@ def bind() -> bool:
     return _bound is not None
 
 
-def pool_for(work: float, fused: bool = True) -> bool:
+def pool_for(work: float, fused: bool = True) -> int:
     """Whether training steps of `work` flops should run on cbp's pool
-    (when BLAS gets two or more threads for them; see POOL_MAX_WORK):
-    `fused`, plain SGD's, below POOL_MAX_WORK; the others' at any size."""
-    return SINGLE_THREAD_WORK <= work and (not fused or work < POOL_MAX_WORK)
+    when BLAS gets two or more threads for them (see POOL_MAX_WORK): 0 no;
+    1 yes, from SINGLE_THREAD_WORK to POOL_MAX_WORK; above it 0 for plain
+    SGD (`fused`) and 2 for the other optimizers: the pool only if it can
+    have as many threads as BLAS would (at most 8, CBP_POOL_MAX_PARTS),
+    since their gain above the limit was measured on two cores only and
+    OpenBLAS may use more threads than the pool."""
+    if work < SINGLE_THREAD_WORK:
+        return 0
+    if work < POOL_MAX_WORK:
+        return 1
+    return 0 if fused else 2
 
 
 def threads_for(work: float) -> int:

@@ -236,7 +236,7 @@ class Network:
             self._engine.blas_threads = _threads.threads_for(work)
             # Training steps (6 flops per row and parameter) may take cbp's
             # pool; inference only inside fit (see _evaluate).
-            self._engine.pool = flops_per_row_param == 6 and _threads.pool_for(work, fused)
+            self._engine.pool = _threads.pool_for(work, fused) if flops_per_row_param == 6 else 0
             self._threads_key = key
 
     # ------------------------------------------------------------ compute
@@ -652,7 +652,7 @@ class Network:
             self._reserve(X.shape[0])
             self._set_threads(X.shape[0], 2)
             if pool:
-                self._engine.pool = True
+                self._engine.pool = pool  # the steps' rule (see _set_threads)
                 self._threads_key = None  # the next call decides afresh
             loss, _ = self._engine.loss(X, y, w, False, outputs)
         self._check_outputs(outputs)

@@ -259,6 +259,25 @@ def test_only_plain_sgd_stays_off_the_pool_above_its_limit(monkeypatch):
     assert jobs == {"sgd": 0, "sgd-momentum": 5, "adam": 5, "adamw": 5}
 
 
+def test_above_the_limit_other_optimizers_take_the_pool_only_with_all_blas_threads(monkeypatch):
+    """Above POOL_MAX_WORK (where only two cores were measured) a step
+    with a stored gradient takes the pool only if the pool can have as
+    many threads as BLAS would use (CBP_POOL_MAX_PARTS = 8); below the
+    limit, the pool takes up to 8 whatever BLAS's count."""
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 20, "softmax_cross_entropy", np.float32)
+    jobs = {}
+    for limit, blas_threads in [(1e4, 4), (1e4, 16), (float("inf"), 16)]:
+        monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", limit)
+        net = net_of(sizes)
+        with threadpoolctl.threadpool_limits(blas_threads, user_api="blas"):
+            time.sleep(QUIET)
+            before = _engine.pool_jobs()
+            net.fit(X, y, epochs=1, batch_size=10, optimizer=cbp.Adam(), progress=False)
+            jobs[limit, blas_threads] = _engine.pool_jobs() - before
+    assert jobs == {(1e4, 4): 2, (1e4, 16): 0, (float("inf"), 16): 2}
+
+
 # Optimizers that store the gradient: the parts write their rows of dW and
 # db, then each updates its slice of the flat parameters (whole blocks of
 # 4,096), meeting the others at each of the update's finiteness checks.
