@@ -41,9 +41,11 @@ SINGLE_THREAD_WORK = 1e7
 # split (it shares the packed operands between its threads).
 #
 # Steps with any other optimizer (Adam, AdamW, SGD with momentum or weight
-# decay) take the pool at every size from SINGLE_THREAD_WORK: they also
-# store the gradient and make the optimizer's pass over every parameter,
-# which on OpenBLAS's threads runs on one core and on the pool on all.
+# decay) take the pool at every size from SINGLE_THREAD_WORK (above
+# POOL_MAX_WORK only if BLAS would use at most 8 threads; see pool_for):
+# they also store the gradient and make the optimizer's pass over every
+# parameter, which on OpenBLAS's threads runs on one core and on the pool
+# on all.
 # Measured 2026-12-06 on 2 cores (AMD EPYC) with benchmarks/pool.py (fit
 # on shuffled batches, pool ÷ OpenBLAS threads, median over 21 rounds of
 # two adjacent one-epoch fits): Adam on 784-256-128-10 float32 at batch 8
