@@ -194,6 +194,13 @@ static int FN(adam_maxima_bound)(const cbp_optim *opt, int64_t t, double g_max)
     return m_b < limit && v_b < limit && p_b < limit; /* false for inf and NaN */
 }
 
+/* Plain Adam (no weight decay): the rule whose float32 commit sorts lanes
+ * with a tiny m to the double-product path (adam_small_m). */
+static inline int FN(adam_plain)(const cbp_optim *opt)
+{
+    return opt->kind == CBP_ADAM && (REAL)opt->weight_decay == 0;
+}
+
 /* One clone set per pass (CBP_VECTOR_CLONES), each with its mode fixed. */
 /* Each over n elements of p and g, and the state's [off, off + n). */
 CBP_VECTOR_CLONES
@@ -341,7 +348,7 @@ static void FN(adam_commit_range)(const cbp_optim *opt, int64_t t, ptrdiff_t off
 {
     const REAL step_size = FN(adam_step_size)(opt, t), bc2_sqrt = FN(adam_bc2_sqrt)(opt, t);
     REAL *m = (REAL *)opt->buf1 + off, *v = (REAL *)opt->buf2 + off;
-    const int plain = opt->kind == CBP_ADAM && (REAL)opt->weight_decay == 0;
+    const int plain = FN(adam_plain)(opt);
     const int64_t z = FN(zero_bits);
     unsigned char cls[ADAM_CHUNK], local[ADAM_CHUNK / ADAM_GROUP];
     for (ptrdiff_t start = 0; start < n; start += ADAM_CHUNK) {
@@ -407,7 +414,7 @@ static void FN(adam_committed)(cbp_optim *opt, int64_t t, const IREAL *max_bits,
     memcpy(&r, &max_bits[0], sizeof r), opt->max_p = r;
     memcpy(&r, &max_bits[1], sizeof r), opt->max_m = r;
     memcpy(&r, &max_bits[2], sizeof r), opt->max_v = r;
-    if (keep && !reuse && opt->kind == CBP_ADAM && (REAL)opt->weight_decay == 0)
+    if (keep && !reuse && FN(adam_plain)(opt))
         opt->hints_step = t; /* adam_commit_range sorted the lanes (float, plain Adam) */
     opt->maxima_fresh = 1;
     opt->step = t;
