@@ -170,6 +170,7 @@ cdef extern from "cbp.h" nogil:
         int forward_nn
         void *batch_xt
         int pool_parts
+        int ob_parts
 
     enum: CBP_POOL_MAX_LAYERS
     enum: CBP_POOL_MAX_PARTS
@@ -177,6 +178,9 @@ cdef extern from "cbp.h" nogil:
     void cbp_pool_release()
     long long cbp_pool_jobs()
     void cbp_pool_note_blas_threads()
+    int cbp_obx_bind(void *level1_thread)
+    int cbp_obx_parts(int threads)
+    long long cbp_obx_jobs()
 
     int cbp_optim_fuses(const cbp_optim *opt)
     int cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)

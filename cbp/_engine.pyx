@@ -112,6 +112,50 @@ cdef inline void _pool_leave(cbp_net *net, int parts) noexcept nogil:
         net.pool_parts = 0
         cbp_pool_release()
 
+
+# OpenBLAS's own threads for the gather of shuffled batches in steps
+# whose products run on them (src_c/pool.c and engine_impl.h, cbp_obx_*):
+# bound by cbp._threads.bind when SciPy's OpenBLAS exports
+# blas_level1_thread.  CBP_OB_GATHER=0 in the environment, or
+# set_ob_gather(False), leaves the gather to the caller.
+cdef bint _obx_on = os.environ.get("CBP_OB_GATHER", "1") != "0"
+cdef bint _obx_bound = False
+
+
+def bind_blas_level1(size_t address):
+    """Give the engine OpenBLAS's blas_level1_thread; returns whether it
+    is taken (only where its calling convention was checked)."""
+    global _obx_bound
+    _obx_bound = cbp_obx_bind(<void *>address) != 0
+    return _obx_bound
+
+
+def set_ob_gather(bint on):
+    """Let steps on OpenBLAS's threads have those threads gather their
+    shuffled batches (True) or not (False); returns the previous
+    setting."""
+    global _obx_on
+    cdef bint old = _obx_on
+    _obx_on = on
+    return old
+
+
+def ob_gather_jobs():
+    """How many batches OpenBLAS's threads have gathered in this process
+    (for tests)."""
+    return cbp_obx_jobs()
+
+
+cdef inline void _obx_enter(cbp_net *net, int parts) noexcept nogil:
+    """A call not on the pool (parts 0) whose BLAS runs on 2+ threads:
+    its shuffled batches may be gathered on OpenBLAS's threads."""
+    net.ob_parts = 0
+    if parts or not _obx_on or not _obx_bound or _get_threads == NULL:
+        return
+    cdef int threads = _get_threads()
+    if threads >= 2:
+        net.ob_parts = cbp_obx_parts(threads)
+
 LOSS_CODES = {"softmax_cross_entropy": CBP_LOSS_SOFTMAX_CE,
               "binary_cross_entropy": CBP_LOSS_BCE,
               "mse": CBP_LOSS_MSE}
@@ -319,6 +363,7 @@ cdef class Engine:
         self.net.capacity = 0
         self.net.forward_nn = 0
         self.net.pool_parts = 0
+        self.net.ob_parts = 0
         self.net.batch_xt = NULL
         self.n_in, self.n_out = sizes[0], sizes[n_layers]
         self.workspace = []
@@ -569,6 +614,7 @@ cdef class Engine:
         with nogil:
             parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, batch_size)
             restore = _threads_enter(1 if parts else self.blas_threads)
+            _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
                 done = cbp_net_train_batches_f32(&self.net, &state.opt, n, <const float *>x, t,
                                                  <const float *>w, o, first_row, batch_size,
@@ -577,6 +623,7 @@ cdef class Engine:
                 done = cbp_net_train_batches_f64(&self.net, &state.opt, n, <const double *>x, t,
                                                  <const double *>w, o, first_row, batch_size,
                                                  n_batches, l, &status)
+            self.net.ob_parts = 0
             _threads_leave(restore)
             _pool_leave(&self.net, parts)
         return done, status

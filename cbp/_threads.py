@@ -92,8 +92,10 @@ def _find():
             set_ = getattr(lib, f"{prefix}openblas_set_num_threads", None)
             if get is not None and set_ is not None:
                 core = _corename(lib, prefix)
+                level1 = getattr(lib, "blas_level1_thread", None)
                 return (ctypes.cast(get, ctypes.c_void_p).value,
-                        ctypes.cast(set_, ctypes.c_void_p).value, path, core)
+                        ctypes.cast(set_, ctypes.c_void_p).value, path, core,
+                        ctypes.cast(level1, ctypes.c_void_p).value if level1 is not None else 0)
     return None
 
 
@@ -132,6 +134,10 @@ def bind() -> bool:
         found = None if os.environ.get("CBP_NO_THREAD_CONTROL") else _find()
         if found is not None:
             _engine.bind_blas_threads(found[0], found[1])
+            if found[4]:
+                # OpenBLAS's threads for the passes of the steps whose
+                # products they run (src_c/pool.c, cbp_obx_*).
+                _engine.bind_blas_level1(found[4])
         _bound = found
     return _bound is not None
 

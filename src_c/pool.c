@@ -44,6 +44,10 @@ long long cbp_pool_jobs(void) { return 0; }
 void cbp_pool_release(void) {}
 void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts) { (void)parts; fn(arg, 0, 1); }
 void cbp_pool_barrier(void) {}
+int cbp_obx_bind(void *level1_thread) { (void)level1_thread; return 0; }
+int cbp_obx_parts(int threads) { (void)threads; return 0; }
+void cbp_obx_run(cbp_pool_fn fn, void *arg, int parts) { for (int p = 0; p < parts; p++) fn(arg, p, parts); }
+long long cbp_obx_jobs(void) { return 0; }
 
 #else
 
@@ -325,6 +329,165 @@ void cbp_pool_barrier(void)
     } else {
         SPIN_UNTIL(atomic_load(&pool.bar_gen) != gen);
     }
+}
+
+/* ------------------------------------------------------------------
+ * OpenBLAS's own threads for the batch gather (cbp_obx_*).
+ *
+ * A step too large for the pool runs its products on OpenBLAS's
+ * threads; before the first, the caller alone used to gather the
+ * shuffled batch (a trip to memory per row) while OpenBLAS's workers,
+ * awake from the last step's products, spun.  OpenBLAS exports the entry
+ * its level-1 routines use to split a job over those workers,
+ * blas_level1_thread; cbp hands them the gather through it (see
+ * engine_impl.h, obx_gather, for what was measured, and why the
+ * element-wise passes stay on the caller).  The job's items are one per
+ * part (m = nthreads = parts, lda = ldb = 0 so every item gets the same
+ * `a`, the job); each item claims a part index from an atomic counter,
+ * so every part runs exactly once whichever thread takes it, the caller
+ * included.  Only `a` is read of the arguments: an integer argument, in
+ * a register on x86-64 and AArch64 whatever the precision of the alpha
+ * that OpenBLAS's legacy call passes.  A part never calls BLAS (a nested
+ * call would wait on the workers it holds).
+ *
+ * The entry is internal to OpenBLAS, so its first use runs a self-test
+ * (`a` passed through, each part once; with BLAS_DOUBLE's mode in
+ * OpenBLAS 0.3.2x and later, then in older releases); if it fails, the
+ * gather stays on the caller.  Only with BLAS set to two or more
+ * threads: then OpenBLAS's workers exist.
+ * ------------------------------------------------------------------ */
+typedef int (*ob_level1_fn)(int mode, long m, long n, long k, void *alpha, void *a, long lda,
+                            void *b, long ldb, void *c, long ldc, int (*function)(void),
+                            int nthreads);
+static ob_level1_fn ob_level1;
+static int ob_mode;
+static atomic_int ob_state;      /* 0 untested, 1 working, 2 testing, -1 refused */
+static atomic_llong ob_jobs;
+
+struct obx_job {
+    cbp_pool_fn fn;
+    void *arg;
+    int parts;
+    atomic_int next; /* the next part to claim */
+};
+
+/* One item of the job: it runs the next part not yet claimed, so every
+ * part runs exactly once, whichever thread runs how many items. */
+static int obx_item(long m, long n, long k, double alpha, void *a, long lda, void *b,
+                    long ldb, void *c, long ldc, void *sb)
+{
+    (void)m, (void)n, (void)k, (void)alpha, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc,
+        (void)sb;
+    struct obx_job *job = (struct obx_job *)a;
+    int part = atomic_fetch_add(&job->next, 1);
+    if (part < job->parts)
+        job->fn(job->arg, part, job->parts);
+    return 0;
+}
+
+static void obx_job_init(struct obx_job *job, cbp_pool_fn fn, void *arg, int parts)
+{
+    job->fn = fn;
+    job->arg = arg;
+    job->parts = parts;
+    atomic_store(&job->next, 0);
+}
+
+static void obx_dispatch(struct obx_job *job, int mode)
+{
+    double alpha = 0;
+    ob_level1(mode, job->parts, 0, 0, &alpha, job, 0, job, 0, job, 0, (int (*)(void))obx_item,
+              job->parts);
+}
+
+/* The self-test: the items must see the job as `a` (checked before it is
+ * used) and every part must run once. */
+static void *obx_probe_expected;
+static atomic_int obx_probe_bad, obx_probe_runs[CBP_POOL_MAX_PARTS];
+
+static int obx_probe_item(long m, long n, long k, double alpha, void *a, long lda, void *b,
+                          long ldb, void *c, long ldc, void *sb)
+{
+    if (a != obx_probe_expected) {
+        atomic_store(&obx_probe_bad, 1);
+        return 0;
+    }
+    return obx_item(m, n, k, alpha, a, lda, b, ldb, c, ldc, sb);
+}
+
+static void obx_probe_part(void *arg, int part, int parts)
+{
+    (void)arg;
+    if (part >= 0 && part < parts && part < CBP_POOL_MAX_PARTS)
+        atomic_fetch_add(&obx_probe_runs[part], 1);
+}
+
+static int obx_probe(int mode, int parts)
+{
+    struct obx_job job;
+    obx_job_init(&job, obx_probe_part, NULL, parts);
+    atomic_store(&obx_probe_bad, 0);
+    for (int p = 0; p < CBP_POOL_MAX_PARTS; p++)
+        atomic_store(&obx_probe_runs[p], 0);
+    obx_probe_expected = &job;
+    double alpha = 0;
+    ob_level1(mode, parts, 0, 0, &alpha, &job, 0, &job, 0, &job, 0,
+              (int (*)(void))obx_probe_item, parts);
+    if (atomic_load(&obx_probe_bad) || atomic_load(&job.next) != parts)
+        return 0;
+    for (int p = 0; p < parts; p++)
+        if (atomic_load(&obx_probe_runs[p]) != 1)
+            return 0;
+    return 1;
+}
+
+int cbp_obx_bind(void *level1_thread)
+{
+#if defined(__x86_64__) || defined(__aarch64__)
+    if (level1_thread == NULL || ob_level1 != NULL)
+        return ob_level1 != NULL && ob_level1 == (ob_level1_fn)level1_thread;
+    ob_level1 = (ob_level1_fn)level1_thread;
+    return 1;
+#else
+    (void)level1_thread; /* `a`'s place among the arguments was checked on these only */
+    return 0;
+#endif
+}
+
+int cbp_obx_parts(int threads)
+{
+    if (ob_level1 == NULL || threads < 2)
+        return 0;
+    int parts = threads < CBP_POOL_MAX_PARTS ? threads : CBP_POOL_MAX_PARTS;
+    int state = atomic_load(&ob_state);
+    if (state == 0) {
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&ob_state, &expected, 2))
+            return 0; /* another thread is testing */
+        /* BLAS_DOUBLE: 3 from 0.3.2x (half and bfloat16 come first), 1 before. */
+        static const int modes[] = {3, 1};
+        state = -1;
+        for (int i = 0; i < 2 && state < 0; i++)
+            if (obx_probe(modes[i], 2) && obx_probe(modes[i], parts)) {
+                ob_mode = modes[i];
+                state = 1;
+            }
+        atomic_store(&ob_state, state);
+    }
+    return state == 1 ? parts : 0;
+}
+
+void cbp_obx_run(cbp_pool_fn fn, void *arg, int parts)
+{
+    struct obx_job job;
+    obx_job_init(&job, fn, arg, parts);
+    obx_dispatch(&job, ob_mode);
+    atomic_fetch_add(&ob_jobs, 1);
+}
+
+long long cbp_obx_jobs(void)
+{
+    return atomic_load(&ob_jobs);
 }
 
 #endif
