@@ -1,0 +1,285 @@
+"""The batch gather on OpenBLAS's threads (src_c/pool.c and
+src_c/engine_impl.h, cbp_obx_*; docs/threads.md): a fit whose steps run
+their products on two or more OpenBLAS threads, not on cbp's pool, has
+those threads copy each shuffled batch, through OpenBLAS's exported
+``blas_level1_thread``.
+
+* Every test that expects the gather there first checks that it happened
+  (the gather counter moves), and that the pool did not take the steps,
+  so none can pass by running the caller's gather.
+* The gather copies rows, so a fit with it is bit for bit the fit
+  without it: every loss and every parameter, for both dtypes, the three
+  losses, sample weights, a last batch of one row, several thread counts
+  (more parts than OpenBLAS has workers on this machine), and an
+  optimizer that stores the gradient (Adam).
+* It is off where it should be: one BLAS thread, the switch (in the
+  process and by the environment), steps on the pool, batches in
+  sequence.  It works in a child process after fork and with two
+  networks fitting at once in two threads.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import cbp
+import cbp._threads as cbp_threads
+from cbp import _engine
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def _level1_exported():
+    return cbp_threads.bind() and bool(cbp_threads._bound[4])
+
+
+@pytest.fixture(autouse=True)
+def openblas_threads(monkeypatch):
+    """Every step on two OpenBLAS threads (none on one thread, none on the
+    pool), the gather on OpenBLAS's threads switched on."""
+    if not cbp_threads.bind():
+        pytest.skip("no OpenBLAS thread control: steps never run on OpenBLAS's threads")
+    if not _level1_exported():
+        pytest.skip("this OpenBLAS does not export blas_level1_thread")
+    monkeypatch.setattr(cbp_threads, "SINGLE_THREAD_WORK", 0.0)
+    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", 0.0)
+    old = _engine.set_ob_gather(True)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        yield
+    _engine.set_ob_gather(old)
+
+
+def data(sizes, n, loss, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    if loss == "softmax_cross_entropy":
+        y = rng.integers(0, sizes[-1], n)
+    elif loss == "binary_cross_entropy":
+        y = (rng.random((n, sizes[-1])) < 0.5).astype(dtype)
+    else:
+        y = rng.standard_normal((n, sizes[-1])).astype(dtype)
+    return X, y
+
+
+def fit(sizes, X, y, *, activation="relu", loss="softmax_cross_entropy", optimizer=None,
+        batch_size=16, shuffle=True, sample_weight=None, seed=0, epochs=3):
+    net = cbp.Network.mlp(sizes, activation=activation, loss=loss, dtype=X.dtype, seed=seed)
+    history = net.fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                      sample_weight=sample_weight, progress=False,
+                      optimizer=optimizer or cbp.SGD(lr=0.05))
+    return history.history["loss"], net.parameters()
+
+
+def gathered(fn):
+    """fn() with the gather on OpenBLAS's threads: assert that it was used
+    and that the pool was not."""
+    jobs, pool_jobs = _engine.ob_gather_jobs(), _engine.pool_jobs()
+    result = fn()
+    assert _engine.ob_gather_jobs() > jobs, "no batch was gathered on OpenBLAS's threads"
+    assert _engine.pool_jobs() == pool_jobs, "a step took cbp's pool"
+    return result
+
+
+def without(fn):
+    old = _engine.set_ob_gather(False)
+    try:
+        jobs = _engine.ob_gather_jobs()
+        result = fn()
+        assert _engine.ob_gather_jobs() == jobs
+        return result
+    finally:
+        _engine.set_ob_gather(old)
+
+
+def assert_same_fit(a, b):
+    (loss_a, params_a), (loss_b, params_b) = a, b
+    assert loss_a == loss_b
+    for p, q in zip(params_a, params_b):
+        np.testing.assert_array_equal(p, q)
+
+
+CASES = [
+    # sizes, activation, loss, batch
+    ([784, 256, 128, 10], "relu", "softmax_cross_entropy", 32),
+    ([37, 100, 23, 5], "tanh", "mse", 9),
+    ([20, 64, 3], "gelu", "binary_cross_entropy", 2),   # one row per part
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes, activation, loss, batch", CASES, ids=str)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_fit_is_the_fit_without_it_bit_for_bit(sizes, activation, loss, batch, dtype,
+                                                  weighted):
+    X, y = data(sizes, 7 * batch + 1, loss, dtype)   # a last batch of one row
+    w = np.random.default_rng(3).random(len(X)).astype(dtype) if weighted else None
+
+    def run():
+        return fit(sizes, X, y, activation=activation, loss=loss, batch_size=batch,
+                   sample_weight=w)
+
+    assert_same_fit(gathered(run), without(run))
+
+
+@pytest.mark.parametrize("threads", [3, 4, 8])
+def test_more_parts_than_cores(threads):
+    sizes = [50, 40, 6]
+    X, y = data(sizes, 203, "softmax_cross_entropy", np.float32)
+
+    def run():
+        return fit(sizes, X, y, batch_size=20)
+
+    with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+        assert_same_fit(gathered(run), without(run))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_optimizer_that_stores_the_gradient(dtype):
+    sizes = [60, 48, 32, 4]
+    X, y = data(sizes, 150, "softmax_cross_entropy", dtype)
+
+    def run():
+        return fit(sizes, X, y, batch_size=16, optimizer=cbp.Adam(lr=1e-3))
+
+    assert_same_fit(gathered(run), without(run))
+
+
+def test_a_diverging_fit_stops_as_without_it():
+    """The gather's max |x| feeds the fused update's overflow guard; at a
+    huge learning rate both fits stop at the same batch, same weights."""
+    sizes = [20, 30, 3]
+    X, y = data(sizes, 200, "softmax_cross_entropy", np.float32)
+    X[17] *= 1e30
+
+    def run():
+        net = cbp.Network.mlp(sizes, seed=0)
+        try:
+            net.fit(X, y, epochs=3, batch_size=10, optimizer=cbp.SGD(lr=1e12),
+                    progress=False)
+            outcome = "finished"
+        except (FloatingPointError, ValueError, RuntimeError) as exc:
+            outcome = str(exc)
+        return outcome, net.parameters()
+
+    a, b = gathered(run), without(run)
+    assert a[0] == b[0]
+    for p, q in zip(a[1], b[1]):
+        np.testing.assert_array_equal(p, q)
+        assert np.isfinite(p).all()
+
+
+def test_not_on_one_blas_thread():
+    sizes = [30, 20, 3]
+    X, y = data(sizes, 100, "softmax_cross_entropy", np.float32)
+    jobs = _engine.ob_gather_jobs()
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        fit(sizes, X, y)
+    assert _engine.ob_gather_jobs() == jobs
+
+
+def test_not_for_batches_in_sequence():
+    sizes = [30, 20, 3]
+    X, y = data(sizes, 100, "softmax_cross_entropy", np.float32)
+    jobs = _engine.ob_gather_jobs()
+    fit(sizes, X, y, shuffle=False)
+    assert _engine.ob_gather_jobs() == jobs
+
+
+def test_not_for_steps_on_the_pool(monkeypatch):
+    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", float("inf"))
+    sizes = [30, 20, 3]
+    X, y = data(sizes, 100, "softmax_cross_entropy", np.float32)
+    old = _engine.set_pool(True)
+    try:
+        import time
+        time.sleep(0.15)   # the pool waits for OpenBLAS's workers to sleep
+        jobs, pool_jobs = _engine.ob_gather_jobs(), _engine.pool_jobs()
+        fit(sizes, X, y)
+        assert _engine.pool_jobs() > pool_jobs, "the steps did not take the pool"
+        assert _engine.ob_gather_jobs() == jobs
+    finally:
+        _engine.set_pool(old)
+
+
+def test_the_environment_switch():
+    code = ("import numpy as np, threadpoolctl, cbp, cbp._threads as t\n"
+            "from cbp import _engine\n"
+            "t.SINGLE_THREAD_WORK = 0.0; t.POOL_MAX_WORK = 0.0\n"
+            "X = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)\n"
+            "y = np.arange(64) % 3\n"
+            "with threadpoolctl.threadpool_limits(2, user_api='blas'):\n"
+            "    cbp.Network.mlp([10, 8, 3], seed=0).fit(X, y, epochs=2, batch_size=8,\n"
+            "                                        optimizer=cbp.SGD(lr=0.1), progress=False)\n"
+            "print(_engine.ob_gather_jobs())\n")
+    counts = {}
+    for value in ("0", "1"):
+        env = dict(os.environ, CBP_OB_GATHER=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        counts[value] = int(out.stdout.split()[-1])
+    assert counts == {"0": 0, "1": 16}
+
+
+def _child_fit(queue):
+    try:
+        sizes = [30, 40, 3]
+        X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
+        jobs = _engine.ob_gather_jobs()
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            _, params = fit(sizes, X, y, batch_size=10)
+        queue.put((_engine.ob_gather_jobs() > jobs, [p.tolist() for p in params]))
+    except BaseException as exc:  # pragma: no cover - reported by the parent
+        queue.put(repr(exc))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_forked_child_gathers_on_its_own_openblas_threads():
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
+    _, params = gathered(lambda: fit(sizes, X, y, batch_size=10))  # the parent's workers run
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_fit, args=(queue,))
+    child.start()
+    result = queue.get(timeout=120)
+    child.join(timeout=30)
+    assert child.exitcode == 0, result
+    assert not isinstance(result, str), result
+    took, child_params = result
+    assert took
+    for a, b in zip(child_params, params):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), b)
+
+
+def test_two_networks_fitting_at_once():
+    """Each Python thread's fit hands its gathers to the same OpenBLAS
+    workers; each ends exactly as when fit alone."""
+    sizes = [40, 60, 30, 5]
+    X, y = data(sizes, 600, "softmax_cross_entropy", np.float32)
+
+    def train(seed):
+        return fit(sizes, X, y, batch_size=12, seed=seed, epochs=4)
+
+    alone = [train(0), train(1)]
+    results = [None, None]
+
+    def run(i):
+        results[i] = train(i)
+
+    jobs = _engine.ob_gather_jobs()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a training thread hung"
+    assert _engine.ob_gather_jobs() > jobs
+    for got, expected in zip(results, alone):
+        assert_same_fit(got, expected)
