@@ -113,11 +113,12 @@ cdef inline void _pool_leave(cbp_net *net, int parts) noexcept nogil:
         cbp_pool_release()
 
 
-# OpenBLAS's own threads for the gather of shuffled batches in steps
+# OpenBLAS's own threads for the work between the products of steps
 # whose products run on them (src_c/pool.c and engine_impl.h, cbp_obx_*):
-# bound by cbp._threads.bind when SciPy's OpenBLAS exports
-# blas_level1_thread.  CBP_OB_GATHER=0 in the environment, or
-# set_ob_gather(False), leaves the gather to the caller.
+# the gather of shuffled batches, and a large layer's passes.  Bound by
+# cbp._threads.bind when SciPy's OpenBLAS exports blas_level1_thread.
+# CBP_OB_GATHER=0 in the environment, or set_ob_gather(False), leaves
+# that work to the caller.
 cdef bint _obx_on = os.environ.get("CBP_OB_GATHER", "1") != "0"
 cdef bint _obx_bound = False
 
@@ -132,8 +133,8 @@ def bind_blas_level1(size_t address):
 
 def set_ob_gather(bint on):
     """Let steps on OpenBLAS's threads have those threads gather their
-    shuffled batches (True) or not (False); returns the previous
-    setting."""
+    shuffled batches and split a large layer's passes (True) or not
+    (False); returns the previous setting."""
     global _obx_on
     cdef bint old = _obx_on
     _obx_on = on
@@ -141,14 +142,15 @@ def set_ob_gather(bint on):
 
 
 def ob_gather_jobs():
-    """How many batches OpenBLAS's threads have gathered in this process
-    (for tests)."""
+    """How many jobs (a batch's gather, a layer's pass) OpenBLAS's
+    threads have run for cbp in this process (for tests)."""
     return cbp_obx_jobs()
 
 
 cdef inline void _obx_enter(cbp_net *net, int parts) noexcept nogil:
     """A call not on the pool (parts 0) whose BLAS runs on 2+ threads:
-    its shuffled batches may be gathered on OpenBLAS's threads."""
+    OpenBLAS's threads may gather its shuffled batches and split its
+    large layers' passes."""
     net.ob_parts = 0
     if parts or not _obx_on or not _obx_bound or _get_threads == NULL:
         return
@@ -573,12 +575,14 @@ cdef class Engine:
         with nogil:
             parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, n)
             restore = _threads_enter(1 if parts else self.blas_threads)
+            _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
                 status = cbp_net_train_step_f32(&self.net, &state.opt, n, <const float *>x,
                                                 t, <const float *>w, &loss)
             else:
                 status = cbp_net_train_step_f64(&self.net, &state.opt, n, <const double *>x,
                                                 t, <const double *>w, &loss)
+            self.net.ob_parts = 0
             _threads_leave(restore)
             _pool_leave(&self.net, parts)
         return loss, status

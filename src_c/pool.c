@@ -368,20 +368,34 @@ struct obx_job {
     cbp_pool_fn fn;
     void *arg;
     int parts;
-    atomic_int next; /* the next part to claim */
+    pthread_t caller;
+    atomic_int caller_took;      /* part 0 is claimed */
+    atomic_int next;             /* the next of parts 1 .. parts-1 to claim */
 };
 
-/* One item of the job: it runs the next part not yet claimed, so every
- * part runs exactly once, whichever thread runs how many items. */
+/* One item of the job.  The caller takes part 0: OpenBLAS's threaded
+ * products give the caller their first block of columns, the block a
+ * pass's part 0 takes (unit_share in engine_impl.h), so it runs where
+ * that block is in cache.  The workers take parts 1, 2, … as they come.
+ * Whatever thread runs how many items, every part is claimed once. */
 static int obx_item(long m, long n, long k, double alpha, void *a, long lda, void *b,
                     long ldb, void *c, long ldc, void *sb)
 {
     (void)m, (void)n, (void)k, (void)alpha, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc,
         (void)sb;
     struct obx_job *job = (struct obx_job *)a;
-    int part = atomic_fetch_add(&job->next, 1);
-    if (part < job->parts)
-        job->fn(job->arg, part, job->parts);
+    int part;
+    if (pthread_equal(pthread_self(), job->caller) && !atomic_exchange(&job->caller_took, 1)) {
+        part = 0;
+    } else {
+        part = atomic_fetch_add(&job->next, 1);
+        if (part >= job->parts) { /* every other part is claimed: 0 may be left */
+            if (atomic_exchange(&job->caller_took, 1))
+                return 0;
+            part = 0;
+        }
+    }
+    job->fn(job->arg, part, job->parts);
     return 0;
 }
 
@@ -390,7 +404,9 @@ static void obx_job_init(struct obx_job *job, cbp_pool_fn fn, void *arg, int par
     job->fn = fn;
     job->arg = arg;
     job->parts = parts;
-    atomic_store(&job->next, 0);
+    job->caller = pthread_self();
+    atomic_store(&job->caller_took, 0);
+    atomic_store(&job->next, 1);
 }
 
 static void obx_dispatch(struct obx_job *job, int mode)
@@ -433,7 +449,7 @@ static int obx_probe(int mode, int parts)
     double alpha = 0;
     ob_level1(mode, parts, 0, 0, &alpha, &job, 0, &job, 0, &job, 0,
               (int (*)(void))obx_probe_item, parts);
-    if (atomic_load(&obx_probe_bad) || atomic_load(&job.next) != parts)
+    if (atomic_load(&obx_probe_bad) || !atomic_load(&job.caller_took))
         return 0;
     for (int p = 0; p < parts; p++)
         if (atomic_load(&obx_probe_runs[p]) != 1)
