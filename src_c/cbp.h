@@ -405,11 +405,12 @@ void cbp_pool_note_blas_threads(void);
 /* Jobs run so far (tests use it to see that a step took the pool). */
 long long cbp_pool_jobs(void);
 
-/* OpenBLAS's own worker threads for the batch gather of steps whose
- * products run on them (pool.c).  bind: OpenBLAS's exported
- * blas_level1_thread (returns whether it is taken).  parts: with BLAS on
- * `threads` >= 2 threads, the parts a gather may be split into (the
- * first call tests the entry), or 0: gather on the caller.  run: fn(arg,
+/* OpenBLAS's own worker threads for the work between the products of
+ * steps whose products run on them: the batch gather, a large layer's
+ * passes (pool.c).  bind: OpenBLAS's exported blas_level1_thread
+ * (returns whether it is taken).  parts: with BLAS on `threads` >= 2
+ * threads, the parts that work may be split into (the first call tests
+ * the entry), or 0: it stays on the caller.  run: fn(arg,
  * p, parts) for every p, on OpenBLAS's threads and the caller; returns
  * when all have returned.  A part must not call BLAS. */
 int cbp_obx_bind(void *level1_thread);
@@ -472,9 +473,10 @@ typedef struct cbp_net {
     int pool_parts;          /* > 1: training steps run on cbp's pool in this many
                               * parts (set by the caller around a call that holds
                               * the pool, with BLAS single-threaded); else 0 */
-    int ob_parts;            /* > 1: shuffled batches are gathered on OpenBLAS's
-                              * threads in this many parts (cbp_obx_run; set by the
-                              * caller around a call with BLAS on 2+ threads) */
+    int ob_parts;            /* > 1: shuffled batches are gathered, and a fused
+                              * step's large passes made, on OpenBLAS's threads in
+                              * this many parts (cbp_obx_run; set by the caller
+                              * around a call with BLAS on 2+ threads) */
 } cbp_net;
 
 /* Forward n_rows rows of X (n_rows, n_in) in chunks of net->capacity and

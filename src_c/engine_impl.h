@@ -801,12 +801,7 @@ static double FN(gather_batch)(const cbp_net *net, ptrdiff_t n_rows, const REAL 
  * shuffled batches of 784-256-128-10 at batch 128, float32, OpenBLAS's
  * two threads: 729 µs per step against 760 with the caller's gather, and
  * as fast as on one repeated batch (723), i.e. the gather's cost gone.
- * The element-wise passes were tried there too (activation, σ' with the
- * bias sums, by rows and by the products' blocks of columns): each
- * part took as long as the caller's whole pass (a pass over a product's
- * fresh output runs at the speed of the traffic between the two cores'
- * caches, which splitting does not raise), and the step got 25-35 µs
- * slower, so they stay on the caller.
+ * (A large layer's passes go to those threads too: see obx_pass.)
  * ------------------------------------------------------------------ */
 struct FN(obx_gather_ctx) {
     const cbp_net *net;

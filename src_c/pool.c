@@ -332,28 +332,28 @@ void cbp_pool_barrier(void)
 }
 
 /* ------------------------------------------------------------------
- * OpenBLAS's own threads for the batch gather (cbp_obx_*).
+ * OpenBLAS's own threads for the work between products (cbp_obx_*).
  *
  * A step too large for the pool runs its products on OpenBLAS's
- * threads; before the first, the caller alone used to gather the
- * shuffled batch (a trip to memory per row) while OpenBLAS's workers,
- * awake from the last step's products, spun.  OpenBLAS exports the entry
- * its level-1 routines use to split a job over those workers,
- * blas_level1_thread; cbp hands them the gather through it (see
- * engine_impl.h, obx_gather, for what was measured, and why the
- * element-wise passes stay on the caller).  The job's items are one per
- * part (m = nthreads = parts, lda = ldb = 0 so every item gets the same
- * `a`, the job); each item claims a part index from an atomic counter,
- * so every part runs exactly once whichever thread takes it, the caller
- * included.  Only `a` is read of the arguments: an integer argument, in
- * a register on x86-64 and AArch64 whatever the precision of the alpha
- * that OpenBLAS's legacy call passes.  A part never calls BLAS (a nested
- * call would wait on the workers it holds).
+ * threads; between two products the caller alone used to gather the
+ * shuffled batch (a trip to memory per row) and make the element-wise
+ * passes, while OpenBLAS's workers, awake from the last product, spun.
+ * OpenBLAS exports the entry its level-1 routines use to split a job over
+ * those workers, blas_level1_thread; cbp hands them the gather and a
+ * large layer's passes through it (engine_impl.h, obx_gather and
+ * obx_pass, with what was measured).  The job's items are one per part
+ * (m = nthreads = parts, lda = ldb = 0 so every item gets the same
+ * `a`, the job); each item claims a part (obx_item), so every part
+ * runs exactly once whichever thread takes it, the caller included.
+ * Only `a` is read of the arguments: an integer argument, in a register
+ * on x86-64 and AArch64 whatever the precision of the alpha that
+ * OpenBLAS's legacy call passes.  A part never calls BLAS (a nested call
+ * would wait on the workers it holds).
  *
  * The entry is internal to OpenBLAS, so its first use runs a self-test
  * (`a` passed through, each part once; with BLAS_DOUBLE's mode in
  * OpenBLAS 0.3.2x and later, then in older releases); if it fails, the
- * gather stays on the caller.  Only with BLAS set to two or more
+ * work stays on the caller.  Only with BLAS set to two or more
  * threads: then OpenBLAS's workers exist.
  * ------------------------------------------------------------------ */
 typedef int (*ob_level1_fn)(int mode, long m, long n, long k, void *alpha, void *a, long lda,

@@ -1,21 +1,24 @@
-"""The batch gather on OpenBLAS's threads (src_c/pool.c and
-src_c/engine_impl.h, cbp_obx_*; docs/threads.md): a fit whose steps run
-their products on two or more OpenBLAS threads, not on cbp's pool, has
-those threads copy each shuffled batch, through OpenBLAS's exported
+"""Work between the products on OpenBLAS's threads (src_c/pool.c and
+src_c/engine_impl.h, cbp_obx_*; docs/threads.md): a step whose products
+run on two or more OpenBLAS threads, not on cbp's pool, has those threads
+copy each shuffled batch and make a large layer's passes (bias rows,
+activation, σ' with the bias sums), through OpenBLAS's exported
 ``blas_level1_thread``.
 
-* Every test that expects the gather there first checks that it happened
-  (the gather counter moves), and that the pool did not take the steps,
-  so none can pass by running the caller's gather.
-* The gather copies rows, so a fit with it is bit for bit the fit
-  without it: every loss and every parameter, for both dtypes, the three
-  losses, sample weights, a last batch of one row, several thread counts
-  (more parts than OpenBLAS has workers on this machine), and an
-  optimizer that stores the gradient (Adam).
+* Every test that expects that work there first checks that it happened
+  (the job counter moves) and that the pool did not take the steps, so
+  none can pass by running the caller's path.
+* Rows are copied and the passes are split by whole columns, so a fit
+  with it is bit for bit the fit without it: every loss and every
+  parameter, for both dtypes, the three losses, several activations
+  (identity too), sample weights, a last batch of one row, 2-8 threads
+  (more parts than OpenBLAS has workers on this machine), an optimizer
+  that stores the gradient (Adam), ``train_step``, and the overflow
+  guard's decisions.
 * It is off where it should be: one BLAS thread, the switch (in the
   process and by the environment), steps on the pool, batches in
-  sequence.  It works in a child process after fork and with two
-  networks fitting at once in two threads.
+  sequence through small layers.  It works in a child process after fork
+  and with two networks fitting at once in two threads.
 """
 from __future__ import annotations
 
@@ -42,17 +45,18 @@ def _level1_exported():
 @pytest.fixture(autouse=True)
 def openblas_threads(monkeypatch):
     """Every step on two OpenBLAS threads (none on one thread, none on the
-    pool), the gather on OpenBLAS's threads switched on."""
+    pool), the work on OpenBLAS's threads switched on."""
     if not cbp_threads.bind():
         pytest.skip("no OpenBLAS thread control: steps never run on OpenBLAS's threads")
     if not _level1_exported():
         pytest.skip("this OpenBLAS does not export blas_level1_thread")
     monkeypatch.setattr(cbp_threads, "SINGLE_THREAD_WORK", 0.0)
     monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", 0.0)
-    old = _engine.set_ob_gather(True)
+    old, old_pool = _engine.set_ob_gather(True), _engine.set_pool(False)
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         yield
     _engine.set_ob_gather(old)
+    _engine.set_pool(old_pool)
 
 
 def data(sizes, n, loss, dtype, seed=1):
@@ -77,11 +81,11 @@ def fit(sizes, X, y, *, activation="relu", loss="softmax_cross_entropy", optimiz
 
 
 def gathered(fn):
-    """fn() with the gather on OpenBLAS's threads: assert that it was used
-    and that the pool was not."""
+    """fn() with work on OpenBLAS's threads: assert that it was used and
+    that the pool was not."""
     jobs, pool_jobs = _engine.ob_gather_jobs(), _engine.pool_jobs()
     result = fn()
-    assert _engine.ob_gather_jobs() > jobs, "no batch was gathered on OpenBLAS's threads"
+    assert _engine.ob_gather_jobs() > jobs, "no work ran on OpenBLAS's threads"
     assert _engine.pool_jobs() == pool_jobs, "a step took cbp's pool"
     return result
 
@@ -127,13 +131,62 @@ def test_the_fit_is_the_fit_without_it_bit_for_bit(sizes, activation, loss, batc
     assert_same_fit(gathered(run), without(run))
 
 
-@pytest.mark.parametrize("threads", [3, 4, 8])
-def test_more_parts_than_cores(threads):
-    sizes = [50, 40, 6]
-    X, y = data(sizes, 203, "softmax_cross_entropy", np.float32)
+# Layers whose passes are split (n · width · itemsize >= 512 KiB) next to
+# ones whose passes are not.
+PASS_CASES = [
+    # sizes, activation, loss, batch, dtype
+    ([64, 1024, 512, 5], "relu", "softmax_cross_entropy", 128, np.float32),
+    ([48, 2048, 3], "tanh", "binary_cross_entropy", 100, np.float32),     # width off 128
+    ([64, 1030, 700, 4], "gelu", "mse", 130, np.float32),                   # shares off lines
+    ([64, 512, 600, 3], "identity", "softmax_cross_entropy", 128, np.float64),
+    ([30, 1024, 1024, 6], "sigmoid", "softmax_cross_entropy", 64, np.float64),
+]
+
+
+@pytest.mark.parametrize("sizes, activation, loss, batch, dtype", PASS_CASES, ids=str)
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_large_layers_passes_give_the_fit_without_them_bit_for_bit(sizes, activation, loss,
+                                                                  batch, dtype, shuffle):
+    X, y = data(sizes, 3 * batch + 1, loss, dtype)
+    w = np.random.default_rng(5).random(len(X)).astype(dtype)
 
     def run():
-        return fit(sizes, X, y, batch_size=20)
+        return fit(sizes, X, y, activation=activation, loss=loss, batch_size=batch,
+                   sample_weight=w, shuffle=shuffle, epochs=2)
+
+    assert_same_fit(gathered(run), without(run))
+
+
+@pytest.mark.parametrize("sizes, activation, loss, batch, dtype", PASS_CASES[:2], ids=str)
+def test_train_step_splits_large_layers_passes(sizes, activation, loss, batch, dtype):
+    X, y = data(sizes, batch, loss, dtype)
+
+    def run():
+        net = cbp.Network.mlp(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
+        opt = cbp.SGD(lr=0.1)
+        losses = [net.train_step(X, y, opt) for _ in range(3)]
+        return losses, net.parameters()
+
+    assert_same_fit(gathered(run), without(run))
+
+
+def test_small_layers_passes_stay_on_the_caller():
+    """784-256-128-10 at batch 32: no pass reaches 512 KiB, and batches in
+    sequence need no gather."""
+    sizes = [784, 256, 128, 10]
+    X, y = data(sizes, 96, "softmax_cross_entropy", np.float32)
+    jobs = _engine.ob_gather_jobs()
+    fit(sizes, X, y, batch_size=32, shuffle=False)
+    assert _engine.ob_gather_jobs() == jobs
+
+
+@pytest.mark.parametrize("threads", [3, 4, 8])
+def test_more_parts_than_cores(threads):
+    sizes = [50, 1024, 6]
+    X, y = data(sizes, 403, "softmax_cross_entropy", np.float32)
+
+    def run():
+        return fit(sizes, X, y, batch_size=130)
 
     with threadpoolctl.threadpool_limits(threads, user_api="blas"):
         assert_same_fit(gathered(run), without(run))
@@ -150,17 +203,19 @@ def test_an_optimizer_that_stores_the_gradient(dtype):
     assert_same_fit(gathered(run), without(run))
 
 
-def test_a_diverging_fit_stops_as_without_it():
-    """The gather's max |x| feeds the fused update's overflow guard; at a
-    huge learning rate both fits stop at the same batch, same weights."""
-    sizes = [20, 30, 3]
+@pytest.mark.parametrize("lr", [1e12, 1e30])   # 1e30: the guard sends steps to the checked path
+@pytest.mark.parametrize("sizes", [[20, 30, 3], [20, 1100, 3]], ids=str)
+def test_a_diverging_fit_stops_as_without_it(sizes, lr):
+    """The gather's max |x| and the split passes' maxima feed the fused
+    update's overflow guard; at a huge learning rate both fits stop at
+    the same batch, same weights."""
     X, y = data(sizes, 200, "softmax_cross_entropy", np.float32)
     X[17] *= 1e30
 
     def run():
         net = cbp.Network.mlp(sizes, seed=0)
         try:
-            net.fit(X, y, epochs=3, batch_size=10, optimizer=cbp.SGD(lr=1e12),
+            net.fit(X, y, epochs=3, batch_size=120, optimizer=cbp.SGD(lr=lr),
                     progress=False)
             outcome = "finished"
         except (FloatingPointError, ValueError, RuntimeError) as exc:
