@@ -125,10 +125,12 @@ cdef bint _obx_bound = False
 
 def bind_blas_level1(size_t address):
     """Give the engine OpenBLAS's blas_level1_thread; returns whether it
-    is taken (only where its calling convention was checked)."""
+    is taken (only where its calling convention was checked, and only the
+    first address given: the engine keeps that one)."""
     global _obx_bound
-    _obx_bound = cbp_obx_bind(<void *>address) != 0
-    return _obx_bound
+    cdef bint taken = cbp_obx_bind(<void *>address) != 0
+    _obx_bound = _obx_bound or taken
+    return taken
 
 
 def set_ob_gather(bint on):

@@ -17,7 +17,9 @@ activation, σ' with the bias sums), through OpenBLAS's exported
   guard's decisions.
 * It is off where it should be: one BLAS thread, the switch (in the
   process and by the environment), steps on the pool, batches in
-  sequence through small layers.  It works in a child process after fork
+  sequence through small layers, and an entry point that fails the
+  self-test (a stand-in that runs nothing, passes the wrong argument or
+  skips a part).  It works in a child process after fork
   and with two networks fitting at once in two threads.
 """
 from __future__ import annotations
@@ -338,3 +340,75 @@ def test_two_networks_fitting_at_once():
     assert _engine.ob_gather_jobs() > jobs
     for got, expected in zip(results, alone):
         assert_same_fit(got, expected)
+
+
+# A stand-in for OpenBLAS's blas_level1_thread that breaks its contract,
+# bound before the real one in a fresh process: the self-test must refuse
+# it, and training must run as without it (the work on the caller).
+_FAKE_LEVEL1 = r'''
+import ctypes, sys
+import numpy as np
+from cbp import _engine
+
+ITEM = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.c_long,
+                        ctypes.c_double, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                        ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
+calls = []
+
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.c_long,
+                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                  ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_int)
+def level1(mode, m, n, k, alpha, a, lda, b, ldb, c, ldc, function, nthreads):
+    calls.append(mode)
+    item = ITEM(function)
+    kind = sys.argv[1]
+    if kind == "runs_nothing":
+        return 0
+    for i in range(m):
+        if kind == "wrong_argument":
+            item(1, 0, 0, 0.0, b if i else None, 0, None, 0, None, 0, None)
+        elif kind == "runs_twice":
+            item(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None)
+            item(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None)
+        else:  # "runs_one_part_less"
+            if i < m - 1:
+                item(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None)
+    return 0
+
+assert _engine.bind_blas_level1(ctypes.cast(level1, ctypes.c_void_p).value)
+import threadpoolctl, cbp, cbp._threads as t
+t.SINGLE_THREAD_WORK = 0.0; t.POOL_MAX_WORK = 0.0
+X = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
+y = np.arange(64) % 3
+nets = []
+for on in (True, False):
+    _engine.set_ob_gather(on)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        net = cbp.Network.mlp([10, 8, 3], seed=0)
+        net.fit(X, y, epochs=2, batch_size=8, optimizer=cbp.SGD(lr=0.1), progress=False)
+    nets.append(net.parameters())
+same = all(np.array_equal(p, q) for p, q in zip(*nets))
+print(len(calls) > 0, _engine.ob_gather_jobs(), same)
+'''
+
+
+@pytest.mark.parametrize("kind", ["runs_nothing", "wrong_argument", "runs_one_part_less"])
+def test_the_self_test_refuses_an_entry_that_breaks_its_contract(kind):
+    out = subprocess.run([sys.executable, "-c", _FAKE_LEVEL1, kind], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    probed, jobs, same = out.stdout.split()
+    assert probed == "True"      # the stand-in was tried ...
+    assert jobs == "0"           # ... refused, so no work went to it
+    assert same == "True"        # and the fit is the fit without it
+
+
+def test_an_entry_that_calls_each_item_twice_still_runs_each_part_once():
+    """Every call of an item claims a part not yet claimed (or none), so
+    an entry that calls them too often is harmless: accepted, and the fit
+    is the fit without it."""
+    out = subprocess.run([sys.executable, "-c", _FAKE_LEVEL1, "runs_twice"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    probed, jobs, same = out.stdout.split()
+    assert probed == "True" and int(jobs) > 0 and same == "True"
