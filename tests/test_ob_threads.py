@@ -142,6 +142,7 @@ PASS_CASES = [
     ([64, 1030, 700, 4], "gelu", "mse", 130, np.float32),                   # shares off lines
     ([64, 512, 600, 3], "identity", "softmax_cross_entropy", 128, np.float64),
     ([30, 1024, 1024, 6], "sigmoid", "softmax_cross_entropy", 64, np.float64),
+    ([32, 64, 1100], "relu", "mse", 128, np.float32),                       # the last layer's
 ]
 
 
