@@ -149,6 +149,23 @@ def ob_gather_jobs():
     return cbp_obx_jobs()
 
 
+def ob_fpenv_mismatches():
+    """For tests: run a job on OpenBLAS's threads (as many parts as BLAS
+    has threads) and return how many of its parts ran under another
+    floating-point control (MXCSR, FPCR) than the calling thread's; None
+    when such jobs are not available (not bound, one BLAS thread, or the
+    self-test refused the entry)."""
+    if not _obx_bound or _get_threads == NULL:
+        return None
+    cdef int parts = cbp_obx_parts(_get_threads())
+    if parts < 2:
+        return None
+    cdef int bad
+    with nogil:
+        bad = cbp_obx_fpenv_mismatches(parts)
+    return bad
+
+
 cdef inline void _obx_enter(cbp_net *net, int parts) noexcept nogil:
     """A call not on the pool (parts 0) whose BLAS runs on 2+ threads:
     OpenBLAS's threads may gather its shuffled batches and split its

@@ -107,6 +107,7 @@ static double FN(obx_pass)(const cbp_net *net, cbp_layer *L, int n, int task)
     c.L = L;
     c.n = n;
     c.task = task;
+    memset(c.part_max, 0, sizeof c.part_max);
     cbp_obx_run(FN(obx_pass_part), &c, net->ob_parts);
     double m = 0;
     for (int p = 0; p < net->ob_parts; p++)

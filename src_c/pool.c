@@ -48,6 +48,7 @@ int cbp_obx_bind(void *level1_thread) { (void)level1_thread; return 0; }
 int cbp_obx_parts(int threads) { (void)threads; return 0; }
 void cbp_obx_run(cbp_pool_fn fn, void *arg, int parts) { for (int p = 0; p < parts; p++) fn(arg, p, parts); }
 long long cbp_obx_jobs(void) { return 0; }
+int cbp_obx_fpenv_mismatches(int parts) { (void)parts; return 0; }
 
 #else
 
@@ -348,7 +349,10 @@ void cbp_pool_barrier(void)
  * Only `a` is read of the arguments: an integer argument, in a register
  * on x86-64 and AArch64 whatever the precision of the alpha that
  * OpenBLAS's legacy call passes.  A part never calls BLAS (a nested call
- * would wait on the workers it holds).
+ * would wait on the workers it holds).  A part on a worker runs under
+ * the caller's floating-point control (obx_fpenv: OpenBLAS's workers keep
+ * their own), and when the entry returns the caller runs any part that
+ * no item claimed.
  *
  * The entry is internal to OpenBLAS, so its first use runs a self-test
  * (`a` passed through, each part once; with BLAS_DOUBLE's mode in
@@ -364,11 +368,36 @@ static int ob_mode;
 static atomic_int ob_state;      /* 0 untested, 1 working, 2 testing, -1 refused */
 static atomic_llong ob_jobs;
 
+/* The caller's floating-point control (x86-64: MXCSR, whose flush-to-zero
+ * and denormals-are-zero bits a caller may set for its own thread, e.g.
+ * torch.set_flush_denormal; AArch64: FPCR).  An item on another thread
+ * runs under it, as the caller's own pass would, and restores its own. */
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+typedef unsigned int obx_fpenv;
+static obx_fpenv obx_fpenv_get(void) { return _mm_getcsr(); }
+static void obx_fpenv_set(obx_fpenv env) { _mm_setcsr(env); }
+#elif defined(__aarch64__)
+typedef unsigned long obx_fpenv;
+static obx_fpenv obx_fpenv_get(void)
+{
+    obx_fpenv env;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(env));
+    return env;
+}
+static void obx_fpenv_set(obx_fpenv env) { __asm__ __volatile__("msr fpcr, %0" : : "r"(env)); }
+#else
+typedef int obx_fpenv;
+static obx_fpenv obx_fpenv_get(void) { return 0; }
+static void obx_fpenv_set(obx_fpenv env) { (void)env; }
+#endif
+
 struct obx_job {
     cbp_pool_fn fn;
     void *arg;
     int parts;
     pthread_t caller;
+    obx_fpenv fpenv;             /* the caller's */
     atomic_int caller_took;      /* part 0 is claimed */
     atomic_int next;             /* the next of parts 1 .. parts-1 to claim */
 };
@@ -395,7 +424,14 @@ static int obx_item(long m, long n, long k, double alpha, void *a, long lda, voi
             part = 0;
         }
     }
-    job->fn(job->arg, part, job->parts);
+    if (pthread_equal(pthread_self(), job->caller)) {
+        job->fn(job->arg, part, job->parts);
+    } else {
+        obx_fpenv own = obx_fpenv_get();
+        obx_fpenv_set(job->fpenv);
+        job->fn(job->arg, part, job->parts);
+        obx_fpenv_set(own);
+    }
     return 0;
 }
 
@@ -405,14 +441,17 @@ static void obx_job_init(struct obx_job *job, cbp_pool_fn fn, void *arg, int par
     job->arg = arg;
     job->parts = parts;
     job->caller = pthread_self();
+    job->fpenv = obx_fpenv_get();
     atomic_store(&job->caller_took, 0);
     atomic_store(&job->next, 1);
 }
 
+/* alpha: room for any precision's pair of values (a release whose mode 3
+ * reads a long double reads zeros); the items ignore it. */
 static void obx_dispatch(struct obx_job *job, int mode)
 {
-    double alpha = 0;
-    ob_level1(mode, job->parts, 0, 0, &alpha, job, 0, job, 0, job, 0, (int (*)(void))obx_item,
+    long double alpha[2] = {0, 0};
+    ob_level1(mode, job->parts, 0, 0, alpha, job, 0, job, 0, job, 0, (int (*)(void))obx_item,
               job->parts);
 }
 
@@ -446,8 +485,8 @@ static int obx_probe(int mode, int parts)
     for (int p = 0; p < CBP_POOL_MAX_PARTS; p++)
         atomic_store(&obx_probe_runs[p], 0);
     obx_probe_expected = &job;
-    double alpha = 0;
-    ob_level1(mode, parts, 0, 0, &alpha, &job, 0, &job, 0, &job, 0,
+    long double alpha[2] = {0, 0};
+    ob_level1(mode, parts, 0, 0, alpha, &job, 0, &job, 0, &job, 0,
               (int (*)(void))obx_probe_item, parts);
     if (atomic_load(&obx_probe_bad) || !atomic_load(&job.caller_took))
         return 0;
@@ -498,12 +537,43 @@ void cbp_obx_run(cbp_pool_fn fn, void *arg, int parts)
     struct obx_job job;
     obx_job_init(&job, fn, arg, parts);
     obx_dispatch(&job, ob_mode);
+    /* OpenBLAS returns once every item it ran has returned.  Should it
+     * have run fewer items than asked (the self-test saw it run them all,
+     * but it runs once), the caller runs the parts left: each call claims
+     * one, until none is left. */
+    while (!atomic_load(&job.caller_took) || atomic_load(&job.next) < parts)
+        obx_item(0, 0, 0, 0, &job, 0, NULL, 0, NULL, 0, NULL);
     atomic_fetch_add(&ob_jobs, 1);
 }
 
 long long cbp_obx_jobs(void)
 {
     return atomic_load(&ob_jobs);
+}
+
+/* Tests: run a job of `parts` parts on OpenBLAS's threads (after
+ * cbp_obx_parts granted them); how many ran under another floating-point
+ * control than the caller's. */
+struct obx_fpenv_probe {
+    obx_fpenv caller;
+    atomic_int mismatches;
+};
+
+static void obx_fpenv_part(void *arg, int part, int parts)
+{
+    (void)part, (void)parts;
+    struct obx_fpenv_probe *probe = (struct obx_fpenv_probe *)arg;
+    if (obx_fpenv_get() != probe->caller)
+        atomic_fetch_add(&probe->mismatches, 1);
+}
+
+int cbp_obx_fpenv_mismatches(int parts)
+{
+    struct obx_fpenv_probe probe;
+    probe.caller = obx_fpenv_get();
+    atomic_store(&probe.mismatches, 0);
+    cbp_obx_run(obx_fpenv_part, &probe, parts);
+    return atomic_load(&probe.mismatches);
 }
 
 #endif

@@ -12,15 +12,17 @@ activation, σ' with the bias sums), through OpenBLAS's exported
   with it is bit for bit the fit without it: every loss and every
   parameter, for both dtypes, the three losses, several activations
   (identity too), sample weights, a last batch of one row, 2-8 threads
-  (more parts than OpenBLAS has workers on this machine), an optimizer
-  that stores the gradient (Adam), ``train_step``, and the overflow
-  guard's decisions.
+  (more threads than this machine's cores), an optimizer that stores the
+  gradient (Adam), ``train_step``, the overflow guard's decisions, and a
+  caller that flushes subnormals (the parts run under the caller's
+  floating-point control).
 * It is off where it should be: one BLAS thread, the switch (in the
   process and by the environment), steps on the pool, batches in
   sequence through small layers, and an entry point that fails the
   self-test (a stand-in that runs nothing, passes the wrong argument or
-  skips a part).  It works in a child process after fork
-  and with two networks fitting at once in two threads.
+  skips a part).  An entry point that passes the self-test but runs its
+  items oddly (twice, on other threads, one fewer later) still runs
+  every part once.
 """
 from __future__ import annotations
 
@@ -184,7 +186,7 @@ def test_small_layers_passes_stay_on_the_caller():
 
 
 @pytest.mark.parametrize("threads", [3, 4, 8])
-def test_more_parts_than_cores(threads):
+def test_more_threads_than_cores(threads):
     sizes = [50, 1024, 6]
     X, y = data(sizes, 403, "softmax_cross_entropy", np.float32)
 
@@ -365,15 +367,26 @@ def level1(mode, m, n, k, alpha, a, lda, b, ldb, c, ldc, function, nthreads):
     kind = sys.argv[1]
     if kind == "runs_nothing":
         return 0
+    if kind == "on_other_threads":    # the caller runs no item: a worker claims part 0
+        import threading
+        ts = [threading.Thread(target=item, args=(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None))
+              for _ in range(m)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        return 0
+    if kind == "skips_after_the_probe" and len(calls) > 2:
+        m -= 1                        # the caller must run the part left
     for i in range(m):
         if kind == "wrong_argument":
             item(1, 0, 0, 0.0, b if i else None, 0, None, 0, None, 0, None)
         elif kind == "runs_twice":
             item(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None)
             item(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None)
-        else:  # "runs_one_part_less"
+        elif kind == "runs_one_part_less":
             if i < m - 1:
                 item(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None)
+        else:
+            item(1, 0, 0, 0.0, a, 0, b, 0, c, 0, None)
     return 0
 
 assert _engine.bind_blas_level1(ctypes.cast(level1, ctypes.c_void_p).value)
@@ -404,12 +417,65 @@ def test_the_self_test_refuses_an_entry_that_breaks_its_contract(kind):
     assert same == "True"        # and the fit is the fit without it
 
 
-def test_an_entry_that_calls_each_item_twice_still_runs_each_part_once():
-    """Every call of an item claims a part not yet claimed (or none), so
-    an entry that calls them too often is harmless: accepted, and the fit
-    is the fit without it."""
-    out = subprocess.run([sys.executable, "-c", _FAKE_LEVEL1, "runs_twice"],
+@pytest.mark.parametrize("kind", ["runs_twice", "on_other_threads", "skips_after_the_probe"])
+def test_entries_that_run_items_oddly_still_run_each_part_once(kind):
+    """Every call of an item claims a part not yet claimed (or none), a
+    worker takes part 0 if the caller runs no item, and the caller runs
+    whatever parts are left when the entry returns: such an entry is used,
+    and the fit is the fit without it."""
+    out = subprocess.run([sys.executable, "-c", _FAKE_LEVEL1, kind],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     probed, jobs, same = out.stdout.split()
     assert probed == "True" and int(jobs) > 0 and same == "True"
+
+
+def test_parts_run_under_the_callers_floating_point_control():
+    """OpenBLAS's workers keep their own MXCSR (SciPy's build does not pass
+    the caller's on); cbp's parts on them run under the caller's, so a
+    caller that flushes subnormals (PyTorch's set_flush_denormal sets
+    FTZ and DAZ on its own thread) has its passes flushed on every thread,
+    as the serial pass would be."""
+    torch = pytest.importorskip("torch")
+    assert _engine.ob_fpenv_mismatches() == 0
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        mismatches = _engine.ob_fpenv_mismatches()
+    finally:
+        torch.set_flush_denormal(False)
+    assert mismatches == 0
+    assert _engine.ob_fpenv_mismatches() == 0
+
+
+def test_a_step_under_flush_to_zero_is_the_step_without_the_split():
+    """End to end: with subnormals flushed on the caller's thread, a step
+    whose wide hidden layer's deltas would be subnormal (tiny output
+    weights) is the same with its passes on OpenBLAS's threads as without."""
+    torch = pytest.importorskip("torch")
+    sizes = [32, 1100, 3]
+    X, y = data(sizes, 128, "softmax_cross_entropy", np.float32)
+
+    def net_of():
+        net = cbp.Network.mlp(sizes, seed=0)
+        W_out = net.layers[1].W
+        W_out *= np.float32(1e-38)        # subnormal, set before flushing starts
+        return net
+
+    def step(net):
+        def run():
+            loss = net.train_step(X, y, cbp.SGD(lr=0.5))
+            return [loss], net.parameters()
+        return run
+
+    nets = [net_of() for _ in range(3)]
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        flushed = gathered(step(nets[0])), without(step(nets[1]))
+    finally:
+        torch.set_flush_denormal(False)
+    assert_same_fit(*flushed)
+    kept = step(nets[2])()
+    # Flushing changed the step, so the comparison above saw subnormals.
+    assert any(not np.array_equal(p, q) for p, q in zip(flushed[0][1], kept[1]))
