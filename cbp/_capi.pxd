@@ -182,6 +182,7 @@ cdef extern from "cbp.h" nogil:
     int cbp_obx_parts(int threads)
     long long cbp_obx_jobs()
     int cbp_obx_fpenv_mismatches(int parts)
+    int cbp_pool_fpenv_mismatches(int parts)
 
     int cbp_optim_fuses(const cbp_optim *opt)
     int cbp_optim_update_f32(cbp_optim *opt, Py_ssize_t n, float *p, const float *g)

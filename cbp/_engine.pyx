@@ -77,6 +77,17 @@ def pool_jobs():
     return cbp_pool_jobs()
 
 
+def pool_fpenv_mismatches(int parts=2):
+    """For tests: run a job of `parts` parts on cbp's pool and return how
+    many ran under another floating-point control (MXCSR, FPCR) than the
+    calling thread's; None when the pool was not granted (busy, or
+    OpenBLAS's workers still spinning: see cbp_pool_acquire)."""
+    cdef int bad
+    with nogil:
+        bad = cbp_pool_fpenv_mismatches(parts)
+    return None if bad < 0 else bad
+
+
 def pool_active():
     """Whether training steps may run on cbp's pool: on, and BLAS thread
     control available."""

@@ -418,6 +418,7 @@ int cbp_obx_parts(int threads);
 void cbp_obx_run(cbp_pool_fn fn, void *arg, int parts);
 long long cbp_obx_jobs(void);
 int cbp_obx_fpenv_mismatches(int parts); /* tests (pool.c) */
+int cbp_pool_fpenv_mismatches(int parts); /* tests (pool.c) */
 
 /* An optimizer update on the pool (optim_impl.h): every part of a job
  * calls cbp_optim_step_part on the whole buffers and takes its slice; the

@@ -26,6 +26,10 @@
  * calls BLAS itself); the Cython layer does, and takes the pool only when
  * it can (see _engine.pyx).
  *
+ * A helper runs each job under the caller's floating-point control
+ * (fpenv_set: a thread keeps the one it was created with, so a
+ * flush-to-zero the caller set later would not hold there).
+ *
  * After fork() the child has no helpers: a pthread_atfork handler resets
  * the pool there, and the next acquire creates them again.  Without POSIX
  * threads (MSVC) acquire always answers 0.
@@ -49,6 +53,7 @@ int cbp_obx_parts(int threads) { (void)threads; return 0; }
 void cbp_obx_run(cbp_pool_fn fn, void *arg, int parts) { for (int p = 0; p < parts; p++) fn(arg, p, parts); }
 long long cbp_obx_jobs(void) { return 0; }
 int cbp_obx_fpenv_mismatches(int parts) { (void)parts; return 0; }
+int cbp_pool_fpenv_mismatches(int parts) { (void)parts; return -1; }
 
 #else
 
@@ -66,12 +71,38 @@ _Static_assert(CBP_POOL_MAX_PARTS < 16, "a job's parts fit the low 4 bits of poo
  * job before they sleep; meanwhile each holds a core the pool needs. */
 #define CBP_POOL_QUIET_NS 140000000
 
+/* A thread's floating-point control (x86-64: MXCSR, whose flush-to-zero
+ * and denormals-are-zero bits a caller may set for its own thread, e.g.
+ * torch.set_flush_denormal; AArch64: FPCR).  Work that cbp hands to
+ * another thread, a pool helper or an OpenBLAS worker, runs under the
+ * caller's, as it would on the caller. */
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+typedef unsigned int fpenv_t;
+static fpenv_t fpenv_get(void) { return _mm_getcsr(); }
+static void fpenv_set(fpenv_t env) { _mm_setcsr(env); }
+#elif defined(__aarch64__)
+typedef unsigned long fpenv_t;
+static fpenv_t fpenv_get(void)
+{
+    fpenv_t env;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(env));
+    return env;
+}
+static void fpenv_set(fpenv_t env) { __asm__ __volatile__("msr fpcr, %0" : : "r"(env)); }
+#else
+typedef int fpenv_t;
+static fpenv_t fpenv_get(void) { return 0; }
+static void fpenv_set(fpenv_t env) { (void)env; }
+#endif
+
 static struct {
     atomic_int busy;              /* 1 while a caller holds the pool */
     int helpers;                  /* helper threads running */
     atomic_int parts;             /* parts of the current job */
     cbp_pool_fn fn;
     void *arg;
+    fpenv_t fpenv;                /* the caller's, for the helpers */
     atomic_ullong job;            /* the current job: sequence << 4 | its parts */
     atomic_int done;              /* helpers finished with the current job */
     atomic_int sleeping[CBP_POOL_MAX_PARTS]; /* helper i waits on wake[i] */
@@ -153,6 +184,7 @@ static void *helper_main(void *arg)
                 pthread_mutex_unlock(&pool.lock);
             }
         }
+        fpenv_set(pool.fpenv); /* helpers run only cbp's jobs: no need to restore */
         pool.fn(pool.arg, id, (int)(seen & 15));
         atomic_fetch_add(&pool.done, 1);
     }
@@ -296,6 +328,7 @@ void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts)
 {
     pool.fn = fn;
     pool.arg = arg;
+    pool.fpenv = fpenv_get();
     atomic_store(&pool.parts, parts);
     atomic_store(&pool.bar_count, 0);
     atomic_store(&pool.done, 0);
@@ -350,7 +383,7 @@ void cbp_pool_barrier(void)
  * on x86-64 and AArch64 whatever the precision of the alpha that
  * OpenBLAS's legacy call passes.  A part never calls BLAS (a nested call
  * would wait on the workers it holds).  A part on a worker runs under
- * the caller's floating-point control (obx_fpenv: OpenBLAS's workers keep
+ * the caller's floating-point control (fpenv_set: OpenBLAS's workers keep
  * their own), and when the entry returns the caller runs any part that
  * no item claimed.
  *
@@ -368,36 +401,12 @@ static int ob_mode;
 static atomic_int ob_state;      /* 0 untested, 1 working, 2 testing, -1 refused */
 static atomic_llong ob_jobs;
 
-/* The caller's floating-point control (x86-64: MXCSR, whose flush-to-zero
- * and denormals-are-zero bits a caller may set for its own thread, e.g.
- * torch.set_flush_denormal; AArch64: FPCR).  An item on another thread
- * runs under it, as the caller's own pass would, and restores its own. */
-#if defined(__x86_64__)
-#include <xmmintrin.h>
-typedef unsigned int obx_fpenv;
-static obx_fpenv obx_fpenv_get(void) { return _mm_getcsr(); }
-static void obx_fpenv_set(obx_fpenv env) { _mm_setcsr(env); }
-#elif defined(__aarch64__)
-typedef unsigned long obx_fpenv;
-static obx_fpenv obx_fpenv_get(void)
-{
-    obx_fpenv env;
-    __asm__ __volatile__("mrs %0, fpcr" : "=r"(env));
-    return env;
-}
-static void obx_fpenv_set(obx_fpenv env) { __asm__ __volatile__("msr fpcr, %0" : : "r"(env)); }
-#else
-typedef int obx_fpenv;
-static obx_fpenv obx_fpenv_get(void) { return 0; }
-static void obx_fpenv_set(obx_fpenv env) { (void)env; }
-#endif
-
 struct obx_job {
     cbp_pool_fn fn;
     void *arg;
     int parts;
     pthread_t caller;
-    obx_fpenv fpenv;             /* the caller's */
+    fpenv_t fpenv;             /* the caller's */
     atomic_int caller_took;      /* part 0 is claimed */
     atomic_int next;             /* the next of parts 1 .. parts-1 to claim */
 };
@@ -427,10 +436,10 @@ static int obx_item(long m, long n, long k, double alpha, void *a, long lda, voi
     if (pthread_equal(pthread_self(), job->caller)) {
         job->fn(job->arg, part, job->parts);
     } else {
-        obx_fpenv own = obx_fpenv_get();
-        obx_fpenv_set(job->fpenv);
+        fpenv_t own = fpenv_get();
+        fpenv_set(job->fpenv);
         job->fn(job->arg, part, job->parts);
-        obx_fpenv_set(own);
+        fpenv_set(own);
     }
     return 0;
 }
@@ -441,7 +450,7 @@ static void obx_job_init(struct obx_job *job, cbp_pool_fn fn, void *arg, int par
     job->arg = arg;
     job->parts = parts;
     job->caller = pthread_self();
-    job->fpenv = obx_fpenv_get();
+    job->fpenv = fpenv_get();
     atomic_store(&job->caller_took, 0);
     atomic_store(&job->next, 1);
 }
@@ -551,11 +560,11 @@ long long cbp_obx_jobs(void)
     return atomic_load(&ob_jobs);
 }
 
-/* Tests: run a job of `parts` parts on OpenBLAS's threads (after
- * cbp_obx_parts granted them); how many ran under another floating-point
- * control than the caller's. */
+/* Tests: run a job of `parts` parts on the pool (-1: not granted) or on
+ * OpenBLAS's threads (after cbp_obx_parts granted them); how many ran
+ * under another floating-point control than the caller's. */
 struct obx_fpenv_probe {
-    obx_fpenv caller;
+    fpenv_t caller;
     atomic_int mismatches;
 };
 
@@ -563,14 +572,27 @@ static void obx_fpenv_part(void *arg, int part, int parts)
 {
     (void)part, (void)parts;
     struct obx_fpenv_probe *probe = (struct obx_fpenv_probe *)arg;
-    if (obx_fpenv_get() != probe->caller)
+    if (fpenv_get() != probe->caller)
         atomic_fetch_add(&probe->mismatches, 1);
+}
+
+int cbp_pool_fpenv_mismatches(int parts)
+{
+    struct obx_fpenv_probe probe;
+    probe.caller = fpenv_get();
+    atomic_store(&probe.mismatches, 0);
+    parts = cbp_pool_acquire(parts);
+    if (parts < 2)
+        return -1;
+    cbp_pool_run(obx_fpenv_part, &probe, parts);
+    cbp_pool_release();
+    return atomic_load(&probe.mismatches);
 }
 
 int cbp_obx_fpenv_mismatches(int parts)
 {
     struct obx_fpenv_probe probe;
-    probe.caller = obx_fpenv_get();
+    probe.caller = fpenv_get();
     atomic_store(&probe.mismatches, 0);
     cbp_obx_run(obx_fpenv_part, &probe, parts);
     return atomic_load(&probe.mismatches);

@@ -680,3 +680,23 @@ def test_pool_steps_store_the_gradient_as_serial_ones(case):
         np.testing.assert_array_equal(a, b)
     if case == "zero-weight":
         assert not any(g.any() for g in grads[1])
+
+
+def test_helpers_run_under_the_callers_floating_point_control():
+    """A helper thread keeps the floating-point control it was created
+    with; each job runs under the caller's instead, so a caller that
+    flushes subnormals (PyTorch's set_flush_denormal sets MXCSR's FTZ and
+    DAZ on its own thread) has its steps flushed on every part."""
+    torch = pytest.importorskip("torch")
+    time.sleep(QUIET)
+    assert _engine.pool_fpenv_mismatches(2) == 0       # the helpers exist now
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        time.sleep(QUIET)
+        mismatches = _engine.pool_fpenv_mismatches(2)
+    finally:
+        torch.set_flush_denormal(False)
+    assert mismatches == 0
+    time.sleep(QUIET)
+    assert _engine.pool_fpenv_mismatches(2) == 0
