@@ -26,11 +26,9 @@ activation, σ' with the bias sums), through OpenBLAS's exported
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -38,6 +36,7 @@ import pytest
 import cbp
 import cbp._threads as cbp_threads
 from cbp import _engine
+from concurrency import in_forked_child, in_threads, needs_fork
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -287,32 +286,21 @@ def test_the_environment_switch():
     assert counts == {"0": 0, "1": 16}
 
 
-def _child_fit(queue):
-    try:
-        sizes = [30, 40, 3]
-        X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
-        jobs = _engine.ob_gather_jobs()
-        with threadpoolctl.threadpool_limits(2, user_api="blas"):
-            _, params = fit(sizes, X, y, batch_size=10)
-        queue.put((_engine.ob_gather_jobs() > jobs, [p.tolist() for p in params]))
-    except BaseException as exc:  # pragma: no cover - reported by the parent
-        queue.put(repr(exc))
+def _child_fit():
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
+    jobs = _engine.ob_gather_jobs()
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        _, params = fit(sizes, X, y, batch_size=10)
+    return _engine.ob_gather_jobs() > jobs, [p.tolist() for p in params]
 
 
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@needs_fork
 def test_a_forked_child_gathers_on_its_own_openblas_threads():
     sizes = [30, 40, 3]
     X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
     _, params = gathered(lambda: fit(sizes, X, y, batch_size=10))  # the parent's workers run
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_fit, args=(queue,))
-    child.start()
-    result = queue.get(timeout=120)
-    child.join(timeout=30)
-    assert child.exitcode == 0, result
-    assert not isinstance(result, str), result
-    took, child_params = result
+    took, child_params = in_forked_child(_child_fit)
     assert took
     for a, b in zip(child_params, params):
         np.testing.assert_array_equal(np.asarray(a, np.float32), b)
@@ -328,18 +316,8 @@ def test_two_networks_fitting_at_once():
         return fit(sizes, X, y, batch_size=12, seed=seed, epochs=4)
 
     alone = [train(0), train(1)]
-    results = [None, None]
-
-    def run(i):
-        results[i] = train(i)
-
     jobs = _engine.ob_gather_jobs()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a training thread hung"
+    results = in_threads(train, [0, 1])
     assert _engine.ob_gather_jobs() > jobs
     for got, expected in zip(results, alone):
         assert_same_fit(got, expected)

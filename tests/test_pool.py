@@ -20,9 +20,7 @@ gradient and updates a slice of the parameters.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-import threading
 import time
 
 import numpy as np
@@ -32,6 +30,7 @@ import cbp
 import cbp._threads as cbp_threads
 import reference_network as refnet
 from cbp import _engine
+from concurrency import in_forked_child, in_threads, needs_fork
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -574,53 +573,32 @@ def test_two_networks_in_two_threads():
         return net.parameters()
 
     alone = [train(0), train(1)]
-    results = [None, None]
-
-    def run(i):
-        results[i] = train(i)
-
     before = _engine.pool_jobs()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a training thread hung"
+    results = in_threads(train, [0, 1])
     assert _engine.pool_jobs() > before
     for got, expected in zip(results, alone):
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _child_fit(queue):
-    try:
-        sizes = [30, 40, 3]
-        X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
-        net = net_of(sizes)
-        before = _engine.pool_jobs()
-        with threadpoolctl.threadpool_limits(2, user_api="blas"):
-            net.fit(X, y, epochs=2, batch_size=10, optimizer=cbp.SGD(lr=0.1), progress=False)
-        queue.put((_engine.pool_jobs() > before, [p.tolist() for p in net.parameters()]))
-    except BaseException as exc:  # pragma: no cover - reported by the parent
-        queue.put(repr(exc))
+def _child_fit():
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    before = _engine.pool_jobs()
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        net.fit(X, y, epochs=2, batch_size=10, optimizer=cbp.SGD(lr=0.1), progress=False)
+    return _engine.pool_jobs() > before, [p.tolist() for p in net.parameters()]
 
 
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+@needs_fork
 def test_pool_works_in_a_forked_child(monkeypatch):
     sizes = [30, 40, 3]
     X, y = data(sizes, 120, "softmax_cross_entropy", np.float32)
     net = net_of(sizes)
     pooled(lambda: net.fit(X, y, epochs=2, batch_size=10, optimizer=cbp.SGD(lr=0.1),
                            progress=False))   # the parent's helpers exist
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_fit, args=(queue,))
-    child.start()
-    result = queue.get(timeout=120)
-    child.join(timeout=30)
-    assert child.exitcode == 0, result
-    assert not isinstance(result, str), result
-    took_pool, params = result
+    took_pool, params = in_forked_child(_child_fit)
     assert took_pool
     for a, b in zip(params, net.parameters()):
         np.testing.assert_array_equal(np.asarray(a, np.float32), b)
