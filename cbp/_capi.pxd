@@ -217,6 +217,9 @@ cdef extern from "cbp.h" nogil:
                                          int batch_size, Py_ssize_t n_batches,
                                          double *losses, int *status)
 
+    int cbp_all_finite_parts_f32(Py_ssize_t size, const float *x, int parts, int on_pool)
+    int cbp_all_finite_parts_f64(Py_ssize_t size, const double *x, int parts, int on_pool)
+
     void cbp_net_blas_floor_f32(const cbp_net *net, int n, const float *X, float lr,
                                 int64_t reps)
     void cbp_net_blas_floor_f64(const cbp_net *net, int n, const double *X, double lr,

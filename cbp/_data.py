@@ -61,17 +61,20 @@ def _c_aligned(a: np.ndarray, dtype) -> np.ndarray:
     return b if b.flags.aligned else b.copy()
 
 
-def _finite_of_dtype(what: str, a: np.ndarray, dtype) -> np.ndarray:
+def _finite_of_dtype(what: str, a: np.ndarray, dtype,
+                     all_finite=_engine.all_finite) -> np.ndarray:
     """`a` converted to `dtype` (C-contiguous, aligned), or a ValueError
     naming the first row holding NaN/inf or a value beyond the dtype."""
     b = _convert(a, dtype)
-    if not _engine.all_finite(b):
+    if not all_finite(b):
         _nonfinite_error(what, a, b)
     return b
 
 
-def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
-    """X as a C-contiguous (n, n_in) array of dtype, finite."""
+def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X",
+                 all_finite=_engine.all_finite) -> np.ndarray:
+    """X as a C-contiguous (n, n_in) array of dtype, finite (as
+    `all_finite` of the converted array tells)."""
     a = _numeric_array(what, X)
     if a.ndim != 2:
         hint = " (use X.reshape(1, -1) for a single sample)" if a.ndim == 1 else ""
@@ -80,7 +83,7 @@ def check_inputs(X, n_in: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
     if a.shape[1] != n_in:
         raise ValueError(f"{what} must have {n_in} columns (the network's input size), "
                          f"got shape {shape_str(a.shape)}")
-    return _finite_of_dtype(what, a, dtype)
+    return _finite_of_dtype(what, a, dtype, all_finite)
 
 
 def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str = "y"):

@@ -177,6 +177,12 @@ def ob_fpenv_mismatches():
     return bad
 
 
+# Engine.all_finite splits arrays of at least this many bytes over the
+# threads of the engine's steps (engine_impl.h, all_finite_parts).
+cdef Py_ssize_t _finite_split_bytes = 4 << 20
+FINITE_SPLIT_BYTES = _finite_split_bytes
+
+
 cdef inline void _obx_enter(cbp_net *net, int parts) noexcept nogil:
     """A call not on the pool (parts 0) whose BLAS runs on 2+ threads:
     OpenBLAS's threads may gather its shuffled batches and split its
@@ -661,6 +667,37 @@ cdef class Engine:
             _threads_leave(restore)
             _pool_leave(&self.net, parts)
         return done, status
+
+    def all_finite(self, cnp.ndarray a):
+        """Whether every element of `a` (C-contiguous, aligned, of this
+        engine's dtype) is finite.  From FINITE_SPLIT_BYTES on, `a` is read
+        by the threads this engine's next training call would use (as its
+        blas_threads and pool are set): cbp's pool when it would take the
+        steps, else OpenBLAS's threads when BLAS runs on two or more,
+        else the caller alone, as below that size."""
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
+            raise ValueError("Engine.all_finite: a must be C-contiguous and aligned")
+        if cnp.PyArray_TYPE(a) != self.typenum:
+            raise TypeError(f"Engine.all_finite: a must have the engine's dtype, got {a.dtype}")
+        cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+        cdef void *p = cnp.PyArray_DATA(a)
+        cdef Py_ssize_t nbytes = size * (4 if self.typenum == cnp.NPY_FLOAT32 else 8)
+        cdef int parts = 0, on_pool = 0, threads, ok
+        with nogil:
+            if nbytes >= _finite_split_bytes:
+                parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool, 2)
+                on_pool = parts
+                if not parts and _obx_on and _obx_bound and _get_threads != NULL:
+                    threads = self.blas_threads if self.blas_threads > 0 else _get_threads()
+                    parts = cbp_obx_parts(threads) if threads >= 2 else 0
+                    if parts:
+                        cbp_pool_note_blas_threads() # its workers spin after the job
+            if self.typenum == cnp.NPY_FLOAT32:
+                ok = cbp_all_finite_parts_f32(size, <const float *>p, parts, on_pool != 0)
+            else:
+                ok = cbp_all_finite_parts_f64(size, <const double *>p, parts, on_pool != 0)
+            _pool_leave(&self.net, on_pool)
+        return ok != 0
 
     def blas_floor(self, X, double lr, int64_t reps):
         """Benchmark only: run the bare BLAS calls of `reps` fused-SGD

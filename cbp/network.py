@@ -437,13 +437,14 @@ class Network:
         _check_flag("shuffle", shuffle)
         if progress is not None:
             _check_flag("progress", progress)
-        X = self._inputs(X)
+        optimizer = get_optimizer(optimizer)
+        X = check_inputs(X, self.in_features, self.dtype, "X",
+                         self._steps_all_finite(batch_size, optimizer))
         n = X.shape[0]
         check_nonempty(n)
         y = self._targets(y, n)
         w = check_sample_weight(sample_weight, n, self.dtype)
         val = self._validation(validation_data)
-        optimizer = get_optimizer(optimizer)
         callbacks = self._callbacks(callbacks)
         batch_size = min(batch_size, n)
         n_batches = -(-n // batch_size)
@@ -506,6 +507,21 @@ class Network:
                 bar.close()
         self._train_end(callbacks, logs)
         return history
+
+    def _steps_all_finite(self, batch_size, optimizer):
+        """fit's check that X is finite, made on the threads that its steps
+        of `batch_size` rows will take (Engine.all_finite: a large X is
+        read by two or more cores instead of one)."""
+        fused = optimizer._state_for(self).fuses
+
+        def all_finite(a):
+            rows = max(1, min(batch_size, a.shape[0]))
+            with self._lock:
+                self._engine.reserve(rows)
+                self._set_threads(rows, fused=fused)
+                return self._engine.all_finite(a)
+
+        return all_finite
 
     @staticmethod
     def _train_end(callbacks, logs):

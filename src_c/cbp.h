@@ -533,6 +533,12 @@ ptrdiff_t cbp_net_train_batches_f64(const cbp_net *net, cbp_optim *opt,
                                     int batch_size, ptrdiff_t n_batches,
                                     double *losses, int *status);
 
+/* all_finite read by `parts` threads (parts < 2: the caller alone), each
+ * a block of whole cache lines: cbp's pool (on_pool; the caller holds it,
+ * cbp_pool_acquire) or OpenBLAS's threads (parts from cbp_obx_parts). */
+int cbp_all_finite_parts_f32(ptrdiff_t size, const float *x, int parts, int on_pool);
+int cbp_all_finite_parts_f64(ptrdiff_t size, const double *x, int parts, int on_pool);
+
 /* Benchmark only: the bare BLAS calls of `reps` fused-SGD steps on the
  * plan's buffers (see engine_impl.h). */
 void cbp_net_blas_floor_f32(const cbp_net *net, int n, const float *X, float lr,

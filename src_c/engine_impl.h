@@ -841,6 +841,46 @@ static int FN(obx_can_take)(const cbp_net *net, ptrdiff_t n)
     return net->ob_parts > 1 && n >= 2;
 }
 
+/* ------------------------------------------------------------------
+ * fit's check that X is finite (cbp.network), read by the threads its
+ * steps will use (the caller picks them): a data set of megabytes is one
+ * trip to memory, which two cores make in about half the time of one.
+ * Measured 2026-12-06 on 2 cores (Xeon), inside fit after an epoch:
+ * 18 MB of float32 in 0.76 ms on OpenBLAS's two threads against 1.46 on
+ * the caller alone (21 MB of float64: 1.03 against 1.92).
+ * ------------------------------------------------------------------ */
+struct FN(finite_ctx) {
+    const REAL *x;
+    ptrdiff_t size;
+    int ok[CBP_POOL_MAX_PARTS];
+};
+
+static void FN(finite_part)(void *arg, int part, int parts)
+{
+    struct FN(finite_ctx) *c = (struct FN(finite_ctx) *)arg;
+    const ptrdiff_t line = 64 / (ptrdiff_t)sizeof(REAL), lines = (c->size + line - 1) / line;
+    ptrdiff_t lo = lines * part / parts * line, hi = lines * (part + 1) / parts * line;
+    hi = hi < c->size ? hi : c->size;
+    c->ok[part] = lo < hi ? FN(all_finite)(hi - lo, c->x + lo) : 1;
+}
+
+int FN(all_finite_parts)(ptrdiff_t size, const REAL *x, int parts, int on_pool)
+{
+    if (parts < 2)
+        return FN(all_finite)(size, x);
+    struct FN(finite_ctx) c;
+    c.x = x;
+    c.size = size;
+    if (on_pool)
+        cbp_pool_run(FN(finite_part), &c, parts);
+    else
+        cbp_obx_run(FN(finite_part), &c, parts);
+    int ok = 1;
+    for (int p = 0; p < parts; p++)
+        ok = ok && c.ok[p];
+    return ok;
+}
+
 ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_rows,
                                 const REAL *X, const void *target, const REAL *w,
                                 const int64_t *order, ptrdiff_t first_row, int batch_size,

@@ -1,0 +1,174 @@
+"""fit's check that X is finite, on the threads its steps use
+(``Engine.all_finite``; src_c/engine_impl.h ``all_finite_parts``;
+docs/threads.md): from ``FINITE_SPLIT_BYTES`` on, X is read in blocks of
+whole cache lines by OpenBLAS's threads (steps on OpenBLAS's threads) or
+by cbp's pool (steps on the pool), else by the caller alone.
+
+* Every test that expects the split first checks that it happened (the
+  job counter of OpenBLAS's threads or of the pool moves), so none can
+  pass by reading on the caller.
+* The split check answers as ``np.isfinite(a).all()`` for NaN, +inf and
+  -inf at the first and last element and on both sides of every part's
+  boundary, for 2, 3 and 8 parts and both dtypes.
+* It stays on the caller below the size, with one BLAS thread, and with
+  the switch off; ``fit`` still refuses a non-finite X, naming the row,
+  before any step, when another thread found it.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import cbp
+import cbp._threads as cbp_threads
+from cbp import _engine
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+SIZES = [784, 64, 10]
+QUIET = 0.15   # s: the pool waits 0.14 s after cbp's last threaded OpenBLAS call
+BAD = [np.nan, np.inf, -np.inf]
+
+
+@pytest.fixture(autouse=True)
+def openblas_threads(monkeypatch):
+    """Steps on OpenBLAS's threads (two unless a test sets more), the pool
+    off unless a test turns it on."""
+    if not cbp_threads.bind():
+        pytest.skip("no OpenBLAS thread control: the check never leaves the caller")
+    if not cbp_threads._bound[4]:
+        pytest.skip("this OpenBLAS does not export blas_level1_thread")
+    monkeypatch.setattr(cbp_threads, "SINGLE_THREAD_WORK", 0.0)
+    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", 0.0)
+    old, old_pool = _engine.set_ob_gather(True), _engine.set_pool(False)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        yield
+    _engine.set_ob_gather(old)
+    _engine.set_pool(old_pool)
+
+
+def engine_of(dtype, pool=0):
+    net = cbp.Network.mlp(SIZES, dtype=dtype, seed=0)
+    net._engine.blas_threads = 0   # as the process is set: two or more
+    net._engine.pool = pool
+    return net._engine
+
+
+def big(dtype, extra=13, seed=0):
+    """Just above the split size, not a whole number of cache lines."""
+    n = _engine.FINITE_SPLIT_BYTES // np.dtype(dtype).itemsize + extra
+    return np.random.default_rng(seed).standard_normal(n).astype(dtype)
+
+
+def boundaries(size, itemsize, parts):
+    """Where each part starts (all_finite_parts' split) and the ends."""
+    line = 64 // itemsize
+    lines = -(-size // line)
+    starts = [lines * p // parts * line for p in range(1, parts)]
+    return [0, size - 1] + [i for s in starts for i in (s - 1, s)]
+
+
+def on_openblas(fn):
+    jobs, pool_jobs = _engine.ob_gather_jobs(), _engine.pool_jobs()
+    result = fn()
+    assert _engine.ob_gather_jobs() > jobs, "the check did not run on OpenBLAS's threads"
+    assert _engine.pool_jobs() == pool_jobs
+    return result
+
+
+def on_caller(fn):
+    jobs, pool_jobs = _engine.ob_gather_jobs(), _engine.pool_jobs()
+    result = fn()
+    assert _engine.ob_gather_jobs() == jobs and _engine.pool_jobs() == pool_jobs
+    return result
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parts", [2, 3, 8])
+def test_the_split_check_finds_every_bad_value(dtype, parts):
+    engine, a = engine_of(dtype), big(dtype)
+    with threadpoolctl.threadpool_limits(parts, user_api="blas"):
+        assert on_openblas(lambda: engine.all_finite(a)) is True
+        for i in boundaries(a.size, a.itemsize, parts):
+            for bad in BAD:
+                b = a.copy()
+                b[i] = bad
+                assert not np.isfinite(b).all()
+                assert on_openblas(lambda: engine.all_finite(b)) is False, (i, bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_pool_checks_when_the_steps_take_it(dtype):
+    _engine.set_pool(True)   # the fixture puts the setting back
+    engine, a = engine_of(dtype, pool=1), big(dtype)
+    for i, expected in [(None, True), (a.size - 1, False), (a.size // 2, False)]:
+        b = a.copy()
+        if i is not None:
+            b[i] = np.nan
+        time.sleep(QUIET)
+        jobs, ob_jobs = _engine.pool_jobs(), _engine.ob_gather_jobs()
+        assert engine.all_finite(b) is expected
+        assert _engine.pool_jobs() > jobs, "the check did not take the pool"
+        assert _engine.ob_gather_jobs() == ob_jobs
+
+
+def test_small_arrays_are_checked_by_the_caller():
+    engine = engine_of(np.float32)
+    a = big(np.float32, extra=-1)
+    assert on_caller(lambda: engine.all_finite(a)) is True
+    a[-1] = np.inf
+    assert on_caller(lambda: engine.all_finite(a)) is False
+
+
+def test_one_blas_thread_checks_on_the_caller():
+    engine, a = engine_of(np.float64), big(np.float64)
+    engine.blas_threads = 1
+    a[-1] = np.nan
+    assert on_caller(lambda: engine.all_finite(a)) is False
+    engine.blas_threads = 0
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert on_caller(lambda: engine.all_finite(a)) is False
+
+
+def test_the_switch_keeps_the_check_on_the_caller():
+    engine, a = engine_of(np.float32), big(np.float32)
+    a[-1] = -np.inf
+    old = _engine.set_ob_gather(False)
+    try:
+        assert on_caller(lambda: engine.all_finite(a)) is False
+    finally:
+        _engine.set_ob_gather(old)
+
+
+def test_bad_arrays_are_refused():
+    engine = engine_of(np.float32)
+    with pytest.raises(TypeError, match="dtype"):
+        engine.all_finite(np.zeros(10))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        engine.all_finite(np.zeros((10, 10), np.float32)[:, ::2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", [0, 1])
+def test_fit_names_the_row_another_thread_found(monkeypatch, dtype, pool):
+    """A non-finite value in the last row of a large X (read by the last
+    part): fit refuses it before any step and names the row."""
+    if pool:
+        monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", float("inf"))
+        _engine.set_pool(True)
+        time.sleep(QUIET)
+    rows = _engine.FINITE_SPLIT_BYTES // (SIZES[0] * np.dtype(dtype).itemsize) + 3
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((rows, SIZES[0])).astype(dtype)
+    y = rng.integers(0, SIZES[-1], rows)
+    X[-1, -1] = np.nan
+    net = cbp.Network.mlp(SIZES, dtype=dtype, seed=0)
+    before = [p.copy() for p in net.parameters()]
+    jobs = _engine.pool_jobs() if pool else _engine.ob_gather_jobs()
+    with pytest.raises(ValueError, match=f"X must be finite; row {rows - 1} holds NaN"):
+        net.fit(X, y, epochs=1, batch_size=32, optimizer=cbp.SGD(lr=0.1), progress=False)
+    assert (_engine.pool_jobs() if pool else _engine.ob_gather_jobs()) > jobs
+    for p, q in zip(before, net.parameters()):
+        np.testing.assert_array_equal(p, q)
