@@ -419,6 +419,11 @@ cdef class Engine:
     def n_params(self):
         return self.net.n_params
 
+    @property
+    def workspace_nbytes(self):
+        """Bytes held by the workspace buffers, each counted once."""
+        return sum({id(a): a.nbytes for a in self.workspace}.values())
+
     def reserve(self, Py_ssize_t rows):
         """Make the workspace hold at least `rows` rows (it only grows)."""
         if rows <= self.net.capacity:
@@ -431,7 +436,10 @@ cdef class Engine:
         for l in range(self.net.n_layers):
             n_out = self.layers[l].n_out
             Z = aligned_empty((rows, n_out), dtype)
-            A = Z if self.layers[l].activation == 0 else aligned_empty((rows, n_out), dtype)
+            # identity (0) needs no A of its own; relu (1) and leaky_relu (2)
+            # overwrite Z with A: their σ'(a) is σ'(z) bit for bit (a keeps
+            # z's sign and zeros), so the backward pass reads A as Z.
+            A = Z if self.layers[l].activation <= 2 else aligned_empty((rows, n_out), dtype)
             D = aligned_empty((rows, n_out), dtype)
             S = aligned_empty(n_out, dtype)
             work += [Z, A, D, S]

@@ -452,7 +452,10 @@ typedef struct cbp_layer {
     ptrdiff_t w_offset;      /* W (n_out, n_in) at params + w_offset, dW at grads + w_offset */
     ptrdiff_t b_offset;      /* b (n_out) likewise */
     void *Z;                 /* workspace (capacity, n_out): pre-activations */
-    void *A;                 /* workspace (capacity, n_out): σ(Z); == Z for identity */
+    void *A;                 /* workspace (capacity, n_out): σ(Z); == Z for identity, and
+                              * for relu and leaky_relu, whose σ is applied in place:
+                              * σ(z) keeps z's sign, so σ'(σ(z)) is σ'(z) bit for bit
+                              * and the backward pass reads A where it reads Z */
     void *D;                 /* workspace (capacity, n_out): Δ = ∂loss/∂Z */
     void *S;                 /* workspace (n_out): Σ_rows Δ of the fused or pool step */
     double a_max, d_max;     /* the fused step's max |A| and max |Δ| (engine_impl.h) */

@@ -81,7 +81,7 @@ static void FN(obx_pass_part)(void *arg, int part, int parts)
             memcpy(Z + i * n_out, b, sizeof(REAL) * (size_t)width);
     } else if (width > 0 && c->task == OBX_ACTIVATE) { /* forward_chunk's measured pass */
         for (ptrdiff_t i = 0; i < n; i++)
-            m = FN(max2)(m, L->A != L->Z
+            m = FN(max2)(m, L->activation != CBP_IDENTITY
                                 ? FN(activation_forward_max)(L->activation, width, Z + i * n_out,
                                                              A + i * n_out)
                                 : FN(max_abs)(width, A + i * n_out));
@@ -153,9 +153,10 @@ static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X, int meas
         if (measure && l < net->n_layers - 1 && FN(obx_splits)(net, L, n))
             L->a_max = FN(obx_pass)(net, L, n, OBX_ACTIVATE);
         else if (measure && l < net->n_layers - 1)
-            L->a_max = A != Z ? FN(activation_forward_max)(L->activation, size, Z, A)
+            L->a_max = L->activation != CBP_IDENTITY
+                           ? FN(activation_forward_max)(L->activation, size, Z, A)
                               : FN(max_abs)(size, A);
-        else if (A != Z)
+        else if (L->activation != CBP_IDENTITY)
             FN(activation_forward)(L->activation, size, Z, A);
         in = A;
     }
@@ -485,10 +486,10 @@ static void FN(pool_forward_layers)(struct FN(pool_ctx) *c, int part, int parts,
                 const REAL *z = Z + (ptrdiff_t)i * n_out;
                 REAL *a = A + (ptrdiff_t)i * n_out;
                 if (measure && l < n_layers - 1)
-                    a_max = FN(max2)(a_max, A != Z ? FN(activation_forward_max)(L->activation,
+                    a_max = FN(max2)(a_max, L->activation != CBP_IDENTITY ? FN(activation_forward_max)(L->activation,
                                                                                  width, z, a)
                                                     : FN(max_abs)(width, a));
-                else if (A != Z)
+                else if (L->activation != CBP_IDENTITY)
                     FN(activation_forward)(L->activation, width, z, a);
             }
         }

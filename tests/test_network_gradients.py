@@ -198,6 +198,31 @@ def test_kink_derivative_at_exactly_zero(activation, slope):
     compare_with_torch(net, X, y)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_in_place_activations_keep_the_derivative_of_z(activation, dtype):
+    # relu and leaky_relu overwrite Z with A (one workspace buffer, cbp.h),
+    # and the backward pass reads σ' off A: that must be σ'(z) for every z,
+    # also ±0, subnormals, and negatives whose leaky image rounds to -0.
+    # W1 = I and b1 = 0 make the first layer's pre-activations those values.
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    z = np.array([-0.0, 0.0, tiny, -tiny, -50 * tiny, 1.0, -1.0, 3 * tiny, -2.0, 0.5])
+    net = build([z.size, z.size, 3], [activation, "identity"], "mse", dtype=dtype, seed=3)
+    net.layers[0].W[...] = np.eye(z.size)
+    net.layers[0].b[...] = 0.0
+    rng = np.random.default_rng(3)
+    X = np.tile(z, (4, 1)) * rng.choice([1.0, 1.0, 2.0], size=(4, 1))
+    y = rng.normal(size=(4, 3))
+    compare_with_reference(net, X, y, tol=TOL_REFERENCE if dtype == "float64" else 1e-5)
+    # No A of its own: the workspace is a sigmoid network's less one (rows, units).
+    other = build([z.size, z.size, 3], ["sigmoid", "identity"], "mse", dtype=dtype, seed=3)
+    other.backward(X, y)
+    rows = net._engine.capacity
+    assert other._engine.capacity == rows
+    assert (other._engine.workspace_nbytes - net._engine.workspace_nbytes
+            == rows * z.size * np.dtype(dtype).itemsize)
+
+
 @pytest.mark.parametrize("sizes", [[1, 1], [3, 1, 2], [1, 33, 2], [20, 64, 5],
                                    [7, 1, 1, 4], [2, 40, 40, 40, 1]],
                          ids=lambda s: "x".join(map(str, s)))
