@@ -24,6 +24,7 @@ import pytest
 import cbp
 import cbp._threads as cbp_threads
 from cbp import _engine
+from openblas_threads import steps_on_openblas_threads
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -36,17 +37,8 @@ BAD = [np.nan, np.inf, -np.inf]
 def openblas_threads(monkeypatch):
     """Steps on OpenBLAS's threads (two unless a test sets more), the pool
     off unless a test turns it on."""
-    if not cbp_threads.bind():
-        pytest.skip("no OpenBLAS thread control: the check never leaves the caller")
-    if not cbp_threads._bound[4]:
-        pytest.skip("this OpenBLAS does not export blas_level1_thread")
-    monkeypatch.setattr(cbp_threads, "SINGLE_THREAD_WORK", 0.0)
-    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", 0.0)
-    old, old_pool = _engine.set_ob_gather(True), _engine.set_pool(False)
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+    with steps_on_openblas_threads(monkeypatch):
         yield
-    _engine.set_ob_gather(old)
-    _engine.set_pool(old_pool)
 
 
 def engine_of(dtype, pool=0):

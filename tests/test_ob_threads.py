@@ -37,29 +37,17 @@ import cbp
 import cbp._threads as cbp_threads
 from cbp import _engine
 from concurrency import in_forked_child, in_threads, needs_fork
+from openblas_threads import steps_on_openblas_threads
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
-
-
-def _level1_exported():
-    return cbp_threads.bind() and bool(cbp_threads._bound[4])
 
 
 @pytest.fixture(autouse=True)
 def openblas_threads(monkeypatch):
     """Every step on two OpenBLAS threads (none on one thread, none on the
     pool), the work on OpenBLAS's threads switched on."""
-    if not cbp_threads.bind():
-        pytest.skip("no OpenBLAS thread control: steps never run on OpenBLAS's threads")
-    if not _level1_exported():
-        pytest.skip("this OpenBLAS does not export blas_level1_thread")
-    monkeypatch.setattr(cbp_threads, "SINGLE_THREAD_WORK", 0.0)
-    monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", 0.0)
-    old, old_pool = _engine.set_ob_gather(True), _engine.set_pool(False)
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+    with steps_on_openblas_threads(monkeypatch):
         yield
-    _engine.set_ob_gather(old)
-    _engine.set_pool(old_pool)
 
 
 def data(sizes, n, loss, dtype, seed=1):
