@@ -121,6 +121,9 @@ cdef extern from "cbp.h" nogil:
                                          double weight_total, double *dZ)
 
     enum:
+        CBP_IDENTITY
+        CBP_RELU
+        CBP_LEAKY_RELU
         CBP_SGD
         CBP_ADAM
         CBP_ADAMW

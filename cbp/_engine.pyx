@@ -179,8 +179,17 @@ def ob_fpenv_mismatches():
 
 # Engine.all_finite splits arrays of at least this many bytes over the
 # threads of the engine's steps (engine_impl.h, all_finite_parts).
-cdef Py_ssize_t _finite_split_bytes = 4 << 20
-FINITE_SPLIT_BYTES = _finite_split_bytes
+FINITE_SPLIT_BYTES = 4 << 20
+cdef Py_ssize_t _finite_split_bytes = FINITE_SPLIT_BYTES
+
+
+def set_finite_split_bytes(Py_ssize_t nbytes):
+    """Split Engine.all_finite from `nbytes` on (tests split small
+    arrays); returns the previous size."""
+    global _finite_split_bytes
+    old = _finite_split_bytes
+    _finite_split_bytes = max(nbytes, 0)
+    return old
 
 
 cdef inline void _obx_enter(cbp_net *net, int parts) noexcept nogil:
@@ -439,7 +448,8 @@ cdef class Engine:
             # identity (0) needs no A of its own; relu (1) and leaky_relu (2)
             # overwrite Z with A: their σ'(a) is σ'(z) bit for bit (a keeps
             # z's sign and zeros), so the backward pass reads A as Z.
-            A = Z if self.layers[l].activation <= 2 else aligned_empty((rows, n_out), dtype)
+            act = self.layers[l].activation
+            A = Z if act in (CBP_IDENTITY, CBP_RELU, CBP_LEAKY_RELU) else aligned_empty((rows, n_out), dtype)
             D = aligned_empty((rows, n_out), dtype)
             S = aligned_empty(n_out, dtype)
             work += [Z, A, D, S]
@@ -676,13 +686,14 @@ cdef class Engine:
             _pool_leave(&self.net, parts)
         return done, status
 
-    def all_finite(self, cnp.ndarray a):
+    def all_finite(self, cnp.ndarray a, int threads=1, int pool=0, Py_ssize_t rows=2):
         """Whether every element of `a` (C-contiguous, aligned, of this
-        engine's dtype) is finite.  From FINITE_SPLIT_BYTES on, `a` is read
-        by the threads this engine's next training call would use (as its
-        blas_threads and pool are set): cbp's pool when it would take the
-        steps, else OpenBLAS's threads when BLAS runs on two or more,
-        else the caller alone, as below that size."""
+        engine's dtype) is finite.  From the split size on (see
+        set_finite_split_bytes), `a` is read by the threads of training
+        steps of `rows` rows that ask for `threads` BLAS threads (0: as
+        BLAS is set) and `pool` (cbp._threads.pool_for): cbp's pool when
+        such steps may take it and it is free, else OpenBLAS's threads
+        when there are two or more, else the caller alone."""
         if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
             raise ValueError("Engine.all_finite: a must be C-contiguous and aligned")
         if cnp.PyArray_TYPE(a) != self.typenum:
@@ -690,13 +701,14 @@ cdef class Engine:
         cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
         cdef void *p = cnp.PyArray_DATA(a)
         cdef Py_ssize_t nbytes = size * (4 if self.typenum == cnp.NPY_FLOAT32 else 8)
-        cdef int parts = 0, on_pool = 0, threads, ok
+        cdef int parts = 0, on_pool = 0, ok
         with nogil:
             if nbytes >= _finite_split_bytes:
-                parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool, 2)
+                parts = _pool_enter(&self.net, NULL, threads, pool, rows)
                 on_pool = parts
                 if not parts and _obx_on and _obx_bound and _get_threads != NULL:
-                    threads = self.blas_threads if self.blas_threads > 0 else _get_threads()
+                    if threads <= 0:
+                        threads = _get_threads()
                     parts = cbp_obx_parts(threads) if threads >= 2 else 0
                     if parts:
                         cbp_pool_note_blas_threads() # its workers spin after the job

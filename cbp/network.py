@@ -437,14 +437,13 @@ class Network:
         _check_flag("shuffle", shuffle)
         if progress is not None:
             _check_flag("progress", progress)
-        optimizer = get_optimizer(optimizer)
-        X = check_inputs(X, self.in_features, self.dtype, "X",
-                         self._steps_all_finite(batch_size, optimizer))
+        X = check_inputs(X, self.in_features, self.dtype, "X", self._steps_all_finite(batch_size))
         n = X.shape[0]
         check_nonempty(n)
         y = self._targets(y, n)
         w = check_sample_weight(sample_weight, n, self.dtype)
         val = self._validation(validation_data)
+        optimizer = get_optimizer(optimizer)
         callbacks = self._callbacks(callbacks)
         batch_size = min(batch_size, n)
         n_batches = -(-n // batch_size)
@@ -508,18 +507,18 @@ class Network:
         self._train_end(callbacks, logs)
         return history
 
-    def _steps_all_finite(self, batch_size, optimizer):
-        """fit's check that X is finite, made on the threads that its steps
-        of `batch_size` rows will take (Engine.all_finite: a large X is
-        read by two or more cores instead of one)."""
-        fused = optimizer._state_for(self).fuses
-
+    def _steps_all_finite(self, batch_size):
+        """fit's check that X is finite, made on the threads of its steps
+        of `batch_size` rows (Engine.all_finite: a large X is read by two
+        or more cores instead of one).  Before the optimizer is known, as
+        for one that stores its gradient: the pool wherever the steps may
+        take it (if it is free), else OpenBLAS's threads."""
         def all_finite(a):
             rows = max(1, min(batch_size, a.shape[0]))
+            work = 6 * rows * self.num_parameters
             with self._lock:
-                self._engine.reserve(rows)
-                self._set_threads(rows, fused=fused)
-                return self._engine.all_finite(a)
+                return self._engine.all_finite(a, _threads.threads_for(work),
+                                               _threads.pool_for(work, False), rows)
 
         return all_finite
 

@@ -41,11 +41,21 @@ def openblas_threads(monkeypatch):
         yield
 
 
-def engine_of(dtype, pool=0):
-    net = cbp.Network.mlp(SIZES, dtype=dtype, seed=0)
-    net._engine.blas_threads = 0   # as the process is set: two or more
-    net._engine.pool = pool
-    return net._engine
+def engine_of(dtype):
+    return cbp.Network.mlp(SIZES, dtype=dtype, seed=0)._engine
+
+
+def check(engine, a, threads=0, pool=0, rows=32):
+    """Engine.all_finite for steps of `rows` rows asking for `threads`
+    BLAS threads (0: as BLAS is set, two or more here) and `pool`."""
+    return engine.all_finite(a, threads, pool, rows)
+
+
+@pytest.fixture
+def split_everything():
+    old = _engine.set_finite_split_bytes(0)
+    yield
+    _engine.set_finite_split_bytes(old)
 
 
 def big(dtype, extra=13, seed=0):
@@ -82,46 +92,71 @@ def on_caller(fn):
 def test_the_split_check_finds_every_bad_value(dtype, parts):
     engine, a = engine_of(dtype), big(dtype)
     with threadpoolctl.threadpool_limits(parts, user_api="blas"):
-        assert on_openblas(lambda: engine.all_finite(a)) is True
+        assert on_openblas(lambda: check(engine, a)) is True
         for i in boundaries(a.size, a.itemsize, parts):
             for bad in BAD:
                 b = a.copy()
                 b[i] = bad
                 assert not np.isfinite(b).all()
-                assert on_openblas(lambda: engine.all_finite(b)) is False, (i, bad)
+                assert on_openblas(lambda: check(engine, b)) is False, (i, bad)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_pool_checks_when_the_steps_take_it(dtype):
     _engine.set_pool(True)   # the fixture puts the setting back
-    engine, a = engine_of(dtype, pool=1), big(dtype)
+    engine, a = engine_of(dtype), big(dtype)
     for i, expected in [(None, True), (a.size - 1, False), (a.size // 2, False)]:
         b = a.copy()
         if i is not None:
             b[i] = np.nan
         time.sleep(QUIET)
         jobs, ob_jobs = _engine.pool_jobs(), _engine.ob_gather_jobs()
-        assert engine.all_finite(b) is expected
+        assert check(engine, b, pool=1) is expected
         assert _engine.pool_jobs() > jobs, "the check did not take the pool"
         assert _engine.ob_gather_jobs() == ob_jobs
+
+
+def test_steps_of_one_row_never_take_the_pool():
+    """Such steps cannot run on the pool, so neither does their check."""
+    _engine.set_pool(True)
+    engine, a = engine_of(np.float32), big(np.float32)
+    time.sleep(QUIET)
+    pool_jobs = _engine.pool_jobs()
+    assert on_openblas(lambda: check(engine, a, pool=1, rows=1)) is True
+    assert _engine.pool_jobs() == pool_jobs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parts", [2, 3])   # 8 (oversubscribed): the big arrays' test
+def test_every_position_of_small_arrays(split_everything, dtype, parts):
+    """Split from 0 bytes: sizes around one, two and four cache lines of
+    either dtype, NaN at every position in turn, against np.isfinite (not
+    the split's own formula)."""
+    engine = engine_of(dtype)
+    with threadpoolctl.threadpool_limits(parts, user_api="blas"):
+        for size in [0, 1, 2, 7, 8, 9, 15, 16, 17, 33, 47, 64, 65]:
+            a = np.arange(size, dtype=dtype)
+            assert on_openblas(lambda: check(engine, a)) is True
+            for i in range(size):
+                b = a.copy()
+                b[i] = np.nan
+                assert on_openblas(lambda: check(engine, b)) is False, (size, i)
 
 
 def test_small_arrays_are_checked_by_the_caller():
     engine = engine_of(np.float32)
     a = big(np.float32, extra=-1)
-    assert on_caller(lambda: engine.all_finite(a)) is True
+    assert on_caller(lambda: check(engine, a)) is True
     a[-1] = np.inf
-    assert on_caller(lambda: engine.all_finite(a)) is False
+    assert on_caller(lambda: check(engine, a)) is False
 
 
 def test_one_blas_thread_checks_on_the_caller():
     engine, a = engine_of(np.float64), big(np.float64)
-    engine.blas_threads = 1
     a[-1] = np.nan
-    assert on_caller(lambda: engine.all_finite(a)) is False
-    engine.blas_threads = 0
+    assert on_caller(lambda: check(engine, a, threads=1)) is False
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
-        assert on_caller(lambda: engine.all_finite(a)) is False
+        assert on_caller(lambda: check(engine, a)) is False
 
 
 def test_the_switch_keeps_the_check_on_the_caller():
@@ -129,7 +164,7 @@ def test_the_switch_keeps_the_check_on_the_caller():
     a[-1] = -np.inf
     old = _engine.set_ob_gather(False)
     try:
-        assert on_caller(lambda: engine.all_finite(a)) is False
+        assert on_caller(lambda: check(engine, a)) is False
     finally:
         _engine.set_ob_gather(old)
 

@@ -214,6 +214,15 @@ def test_in_place_activations_keep_the_derivative_of_z(activation, dtype):
     X = np.tile(z, (4, 1)) * rng.choice([1.0, 1.0, 2.0], size=(4, 1))
     y = rng.normal(size=(4, 3))
     compare_with_reference(net, X, y, tol=TOL_REFERENCE if dtype == "float64" else 1e-5)
+    # The fused training step (plain SGD folds the update into the products)
+    # reads σ' off A too: its update is -lr times the reference gradient.
+    lr = 0.5
+    before = params64(net)
+    _, ref_grads = R.loss_and_gradients(before, activations_of(net), "mse", X, y, None)
+    net.train_step(X, y, cbp.SGD(lr=lr))
+    for k, (p0, p1, g) in enumerate(zip(before, params64(net), ref_grads)):
+        err = R.max_norm_rel_error((p0 - p1) / lr, g)
+        assert err <= (1e-10 if dtype == "float64" else 1e-4), (k, err)
     # No A of its own: the workspace is a sigmoid network's less one (rows, units).
     other = build([z.size, z.size, 3], ["sigmoid", "identity"], "mse", dtype=dtype, seed=3)
     other.backward(X, y)
@@ -221,6 +230,29 @@ def test_in_place_activations_keep_the_derivative_of_z(activation, dtype):
     assert other._engine.capacity == rows
     assert (other._engine.workspace_nbytes - net._engine.workspace_nbytes
             == rows * z.size * np.dtype(dtype).itemsize)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_the_derivative_of_the_output_is_the_derivative_of_z(activation, dtype):
+    # Why the engine may apply relu and leaky_relu in place (cbp.h): σ'(σ(z))
+    # is σ'(z) bit for bit, for ±0, NaN, ±inf, subnormals, the extremes, and
+    # 20,000 values of every magnitude.
+    info = np.finfo(dtype)
+    tiny = info.smallest_subnormal
+    special = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, tiny, -tiny, -50 * tiny,
+               -99 * tiny, info.tiny, -info.tiny, info.max, -info.max, 1.0, -1.0]
+    rng = np.random.default_rng(7)
+    scale = np.ldexp(np.ones(20_000, dtype), rng.integers(info.minexp - info.nmant,
+                                                          info.maxexp, 20_000))
+    with np.errstate(over="ignore"):   # a few overflow to ±inf: values too
+        z = np.concatenate([np.array(special, dtype),
+                            rng.standard_normal(20_000).astype(dtype) * scale])
+    a = cbp.ops.activation_forward(activation, z)
+    from_a = cbp.ops.activation_derivative(activation, a)
+    from_z = cbp.ops.activation_derivative(activation, z)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(from_a.view(bits), from_z.view(bits))
 
 
 @pytest.mark.parametrize("sizes", [[1, 1], [3, 1, 2], [1, 33, 2], [20, 64, 5],
