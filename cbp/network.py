@@ -218,8 +218,17 @@ class Network:
         return [g for layer in self.layers for g in (layer.dW, layer.db)]
 
     # ------------------------------------------------------------ data
-    def _inputs(self, X, what="X"):
-        return check_inputs(X, self.in_features, self.dtype, what)
+    def _inputs(self, X, what="X", inference=False):
+        """X checked; for inference, a large X's finiteness check runs on
+        the BLAS threads its forward pass will use (Engine.all_finite)."""
+        return check_inputs(X, self.in_features, self.dtype, what,
+                            self._inference_all_finite if inference else _engine.all_finite)
+
+    def _inference_all_finite(self, a):
+        rows = min(a.shape[0], max(_CHUNK_ROWS, self._engine.capacity))
+        with self._lock:   # inference outside fit never takes the pool
+            return self._engine.all_finite(a, _threads.threads_for(2 * rows * self.num_parameters), 0,
+                                           rows)
 
     def _targets(self, y, n, what="y"):
         return check_targets(y, self.loss, n, self.out_features, self.dtype, what)
@@ -257,7 +266,7 @@ class Network:
         FloatingPointError
             When the outputs overflow the network's dtype on these inputs.
         """
-        return self._forward(self._inputs(X), _engine.OUTPUT_RAW)
+        return self._forward(self._inputs(X, inference=True), _engine.OUTPUT_RAW)
 
     def _forward(self, X, transform):
         out = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
@@ -590,7 +599,7 @@ class Network:
         FloatingPointError
             When the outputs overflow the network's dtype on these inputs.
         """
-        X = self._inputs(X)
+        X = self._inputs(X, inference=True)
         if self.loss == "softmax_cross_entropy":
             return self._forward(X, _engine.OUTPUT_RAW).argmax(axis=1).astype(np.int64)
         out = self._forward(X, _engine.OUTPUT_RAW)
@@ -623,7 +632,7 @@ class Network:
                              f"loss is {self.loss!r}")
         transform = (_engine.OUTPUT_SOFTMAX if self.loss == "softmax_cross_entropy"
                      else _engine.OUTPUT_SIGMOID)
-        return self._forward(self._inputs(X), transform)
+        return self._forward(self._inputs(X, inference=True), transform)
 
     def evaluate(self, X, y, sample_weight=None) -> dict:
         """Loss (and accuracy) on a data set.
@@ -649,7 +658,7 @@ class Network:
         FloatingPointError
             When the network's outputs overflow its dtype on these inputs.
         """
-        X = self._inputs(X)
+        X = self._inputs(X, inference=True)
         check_nonempty(X.shape[0])
         y = self._targets(y, X.shape[0])
         w = check_sample_weight(sample_weight, X.shape[0], self.dtype)

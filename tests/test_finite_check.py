@@ -199,3 +199,25 @@ def test_fit_names_the_row_another_thread_found(monkeypatch, dtype, pool):
     assert (_engine.pool_jobs() if pool else _engine.ob_gather_jobs()) > jobs
     for p, q in zip(before, net.parameters()):
         np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("method", ["forward", "predict", "predict_proba", "evaluate"])
+def test_inference_checks_a_large_x_on_openblas_threads(method):
+    """Inference checks X on the BLAS threads of its forward pass (never
+    the pool): a non-finite value in the last row is refused, named."""
+    rows = _engine.FINITE_SPLIT_BYTES // (SIZES[0] * 4) + 3
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((rows, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], rows)
+    net = cbp.Network.mlp(SIZES, seed=0)
+    args = (X, y) if method == "evaluate" else (X,)
+    clean = on_openblas(lambda: getattr(net, method)(*args))
+    kept, X[-1, 0] = X[-1, 0], np.inf
+    with pytest.raises(ValueError, match=f"X must be finite; row {rows - 1} holds NaN or inf"):
+        on_openblas(lambda: getattr(net, method)(*args))
+    X[-1, 0] = kept
+    again = getattr(net, method)(*args)
+    if method == "evaluate":
+        assert again == clean
+    else:
+        np.testing.assert_array_equal(again, clean)
