@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy as _copy
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -29,10 +30,16 @@ _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 # Rows of the workspace used for inference and for backward/train_step on
 # large inputs (which then run in chunks).
 _CHUNK_ROWS = 1024
-# Floating-point work of one C call of fit (20–100 ms at 20–100 GFLOP/s):
-# the progress bar moves and Ctrl-C is honoured between calls, and the
-# Python work around each call (≈ 20 µs) stays below 0.1 % of it.
+# fit trains in C calls of several batches each; between calls the
+# progress bar moves, Ctrl-C is honoured and other threads' calls on the
+# network get its lock.  The first call of a fit does about this much
+# floating-point work (20–100 ms at 20–100 GFLOP/s); every next one as many
+# batches as take about _SECONDS_PER_CALL at the pace of the call before
+# (at most 4 times more or fewer), so calls last about that long on any
+# machine, and the work around each call (the Python loop, ≈ 20 µs, and a
+# call's start in C) stays well below 1 % of it.
 _WORK_PER_CALL = 2e9
+_SECONDS_PER_CALL = 0.1
 
 
 def _as_dtype(dtype) -> np.dtype:
@@ -62,6 +69,14 @@ def _as_loss(loss) -> str:
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}")
     return loss
+
+
+def _next_call_batches(per_call, count, seconds, n_batches):
+    """Batches for fit's next C call: as many as take _SECONDS_PER_CALL at
+    the pace of the last call (`count` batches in `seconds`), within 4
+    times the current `per_call` either way, and within [1, n_batches]."""
+    want = _SECONDS_PER_CALL * count / seconds if seconds > 0 else 4.0 * per_call
+    return int(max(1, min(n_batches, 4 * per_call, max(want, per_call / 4))))
 
 
 class Network:
@@ -471,7 +486,8 @@ class Network:
             for epoch in range(epochs):
                 order = self._rng.permutation(n) if shuffle else None
                 losses = np.empty(n_batches)
-                for first in range(0, n_batches, per_call):
+                first = 0
+                while first < n_batches:
                     count = min(per_call, n_batches - first)
                     with self._lock:
                         state = optimizer._state_for(self)
@@ -479,9 +495,11 @@ class Network:
                         # Steps may run on cbp's pool: then so does the
                         # validation (see _evaluate).
                         steps_on_pool = self._engine.pool
+                        start = time.perf_counter()
                         done, status = self._engine.train_batches(
                             state, X, y, w, order, first * batch_size, batch_size, count,
                             losses[first:first + count])
+                        seconds = time.perf_counter() - start
                     if status != _engine.OK:
                         k = first + done
                         message = self._divergence_message(
@@ -496,6 +514,8 @@ class Network:
                     if bar is not None:
                         bar.update(count)
                         bar.set_postfix(epoch=epoch, loss=f"{losses[first + count - 1]:.4g}")
+                    first += count
+                    per_call = _next_call_batches(per_call, count, seconds, n_batches)
                 rows = np.full(n_batches, batch_size, dtype=np.float64)
                 rows[-1] = n - batch_size * (n_batches - 1)
                 # Not `losses @ rows`: that is a BLAS call, which wakes NumPy's

@@ -871,3 +871,46 @@ def test_fused_sgd_guard_sees_every_layers_maxima(where):
         net.train_step(X, y, cbp.SGD(lr=1e12))          # lr × 1e30 × … overflows
     assert_params_equal(before, params_of(net))
     assert all_finite(net)
+
+
+def test_call_sizes_follow_the_pace_within_bounds():
+    from cbp.network import _SECONDS_PER_CALL, _next_call_batches
+
+    # 10 batches took a tenth of the target: ten times more next, at most 4x.
+    assert _next_call_batches(10, 10, _SECONDS_PER_CALL / 10, 1000) == 40
+    assert _next_call_batches(10, 10, _SECONDS_PER_CALL / 2, 1000) == 20
+    # Slower than the target: fewer, at least a quarter, at least one.
+    assert _next_call_batches(40, 40, _SECONDS_PER_CALL * 2, 1000) == 20
+    assert _next_call_batches(40, 40, _SECONDS_PER_CALL * 100, 1000) == 10
+    assert _next_call_batches(1, 1, _SECONDS_PER_CALL * 100, 1000) == 1
+    # A short last call (3 of 10) measures the pace too; never past an epoch.
+    assert _next_call_batches(10, 3, _SECONDS_PER_CALL * 3 / 30, 1000) == 30
+    assert _next_call_batches(10, 10, 1e-9, 25) == 25
+    assert _next_call_batches(10, 10, 0.0, 1000) == 40   # an unmeasurably fast call
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_how_fit_splits_its_calls_changes_nothing(monkeypatch, optimizer):
+    """One batch per C call, or calls sized by the pace: the same fit, bit
+    for bit (the batches run in the same order on the same state)."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((300, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+
+    def train():
+        net = cbp.Network.mlp([12, 16, 4], seed=2)
+        history = net.fit(X, y, epochs=3, batch_size=7, optimizer=optimizer, progress=False)
+        return history.history["loss"], net.parameters()
+
+    paced = train()
+    monkeypatch.setattr(cbp.network, "_WORK_PER_CALL", 1.0)
+    monkeypatch.setattr(cbp.network, "_SECONDS_PER_CALL", 0.0)
+    calls = []
+    real = cbp.network._next_call_batches
+    monkeypatch.setattr(cbp.network, "_next_call_batches",
+                        lambda *a: calls.append(a[1]) or real(*a))
+    one_by_one = train()
+    assert calls and set(calls) == {1}
+    assert paced[0] == one_by_one[0]
+    for p, q in zip(paced[1], one_by_one[1]):
+        np.testing.assert_array_equal(p, q)

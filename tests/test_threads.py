@@ -388,7 +388,8 @@ def test_two_threads_fitting_one_network(monkeypatch):
     so their chunks may interleave; how is up to the scheduler): neither
     fails, and every batch of both makes exactly one step (the shared
     Adam's step count)."""
-    monkeypatch.setattr(cbp.network, "_WORK_PER_CALL", 1.0)  # one batch per chunk
+    monkeypatch.setattr(cbp.network, "_WORK_PER_CALL", 1.0)  # one batch per chunk,
+    monkeypatch.setattr(cbp.network, "_SECONDS_PER_CALL", 0.0)  # and no more later
     rng = np.random.default_rng(3)
     X = rng.standard_normal((640, 10)).astype(np.float32)
     y = rng.integers(0, 3, 640)
