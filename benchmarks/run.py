@@ -11,8 +11,9 @@ momentum 0) from the same initial parameters on the same random batches.
 The contenders are interleaved round-robin — in round r each times one
 block of steps, the starting contender rotating — so machine noise hits
 all alike; the table reports the median µs per step over the rounds.
-Results go to benchmarks/results/latest.json (and latest.md), the chart
-to docs/benchmarks.png.  See docs/benchmarks.md.
+Results go to benchmarks/results/latest.json (and latest.md, and the chart
+latest.png), which git ignores; docs/benchmarks.png is the chart of the
+full run that docs/benchmarks.md quotes.  See docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -434,7 +435,7 @@ def parse_args(argv=None):
     p.add_argument("--no-digits", action="store_true")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--out", default=str(HERE / "results" / "latest.json"))
-    p.add_argument("--chart", default=str(HERE.parent / "docs" / "benchmarks.png"))
+    p.add_argument("--chart", default=str(HERE / "results" / "latest.png"))
     args = p.parse_args(argv)
     args.mode = "full" if args.full else "quick"
     args.config_list = [c.strip() for c in args.configs.split(",") if c.strip()]
