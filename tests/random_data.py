@@ -17,3 +17,18 @@ def random_xy(loss, n, n_in, n_out, rng):
     if loss != "softmax_cross_entropy" and n_out == 1:
         y = y[:, 0]
     return X, y
+
+
+def training_data(sizes, n, loss, dtype, seed=1):
+    """X (n, sizes[0]) ~ N(0, 1) of `dtype` and targets for `loss` with
+    sizes[-1] outputs (labels; 0/1 of dtype; N(0, 1) of dtype), seeded:
+    the data of the pool and OpenBLAS-thread tests."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    if loss == "softmax_cross_entropy":
+        y = rng.integers(0, sizes[-1], n)
+    elif loss == "binary_cross_entropy":
+        y = (rng.random((n, sizes[-1])) < 0.5).astype(dtype)
+    else:
+        y = rng.standard_normal((n, sizes[-1])).astype(dtype)
+    return X, y

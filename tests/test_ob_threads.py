@@ -38,6 +38,7 @@ import cbp._threads as cbp_threads
 from cbp import _engine
 from concurrency import in_forked_child, in_threads, needs_fork
 from openblas_threads import steps_on_openblas_threads
+from random_data import training_data as data
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -48,18 +49,6 @@ def openblas_threads(monkeypatch):
     pool), the work on OpenBLAS's threads switched on."""
     with steps_on_openblas_threads(monkeypatch):
         yield
-
-
-def data(sizes, n, loss, dtype, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, sizes[0])).astype(dtype)
-    if loss == "softmax_cross_entropy":
-        y = rng.integers(0, sizes[-1], n)
-    elif loss == "binary_cross_entropy":
-        y = (rng.random((n, sizes[-1])) < 0.5).astype(dtype)
-    else:
-        y = rng.standard_normal((n, sizes[-1])).astype(dtype)
-    return X, y
 
 
 def fit(sizes, X, y, *, activation="relu", loss="softmax_cross_entropy", optimizer=None,

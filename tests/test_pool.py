@@ -31,6 +31,7 @@ import cbp._threads as cbp_threads
 import reference_network as refnet
 from cbp import _engine
 from concurrency import in_forked_child, in_threads, needs_fork
+from random_data import training_data as data
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -55,18 +56,6 @@ def pool_on(monkeypatch):
 
 def net_of(sizes, activation="relu", loss="softmax_cross_entropy", dtype=np.float32, seed=0):
     return cbp.Network.mlp(sizes, activation=activation, loss=loss, dtype=dtype, seed=seed)
-
-
-def data(sizes, n, loss, dtype, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, sizes[0])).astype(dtype)
-    if loss == "softmax_cross_entropy":
-        y = rng.integers(0, sizes[-1], n)
-    elif loss == "binary_cross_entropy":
-        y = (rng.random((n, sizes[-1])) < 0.5).astype(dtype)
-    else:
-        y = rng.standard_normal((n, sizes[-1])).astype(dtype)
-    return X, y
 
 
 QUIET = 0.15   # s: the pool waits 0.14 s after cbp's last threaded OpenBLAS call
