@@ -277,7 +277,7 @@ static void FN(fused_sgd_update)(const cbp_net *net, int n, const REAL *X, REAL 
  * otherwise the step takes the checked path.  The maxima were taken in
  * passes the step makes anyway (forward_chunk and finish_delta with
  * measure); max|X| is passed in when the caller has it (x_max >= 0:
- * gather_batch measures it while copying the rows), else read here. */
+ * gather_rows measures it while copying the rows), else read here. */
 static int FN(layer_update_is_safe)(int n, double lr, double d_max, double a_max)
 {
     const double safe_step = sizeof(REAL) == sizeof(float) ? ldexp(1.0, 127 - 23 - 3)
@@ -410,9 +410,19 @@ static int FN(misaligned)(const void *p)
  * same BLAS kernel), though BLAS does not promise the bits of a block to
  * be those of the whole product.
  * ------------------------------------------------------------------ */
-static double FN(gather_rows)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
-                              const void *target, const REAL *w, const int64_t *order,
-                              ptrdiff_t first, int i0, int i1);
+/* A shuffled batch's source: rows order[first ..] of a data set of
+ * n_rows rows (X, the targets, the weights or NULL), which gather_rows
+ * copies into the plan's batch buffers. */
+struct FN(rows_src) {
+    const int64_t *order;
+    ptrdiff_t first, n_rows;
+    const REAL *X;
+    const void *target;
+    const REAL *w;
+};
+
+static double FN(gather_rows)(const cbp_net *net, const struct FN(rows_src) *src, int i0,
+                              int i1);
 
 struct FN(pool_ctx) {
     const cbp_net *net;
@@ -429,15 +439,10 @@ struct FN(pool_ctx) {
     const cbp_optim *opt;
     int fused, safe, status;
     cbp_optim_share share;
-    /* Shuffled batches (order != NULL): each part first gathers its rows
-     * of the batch, order[first ..], from the data set (n_rows rows of
-     * src_X, src_target, src_w) into the plan's batch buffers, which X,
-     * target and w then point to; weight_total < 0: part 0 sums it. */
-    const int64_t *order;
-    ptrdiff_t first, n_rows;
-    const REAL *src_X;
-    const void *src_target;
-    const REAL *src_w;
+    /* Shuffled batches (src != NULL): each part first gathers its rows of
+     * the batch into the plan's batch buffers, which X, target and w then
+     * point to; weight_total < 0: part 0 sums it. */
+    const struct FN(rows_src) *src;
     double x_part[CBP_POOL_MAX_PARTS];
     double a_part[CBP_POOL_MAX_PARTS][CBP_POOL_MAX_LAYERS];
     double d_part[CBP_POOL_MAX_PARTS][CBP_POOL_MAX_LAYERS];
@@ -525,9 +530,8 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
      * or, for the fused update's guard, their max |X| read, unless the
      * caller's gather measured it. */
     ptrdiff_t r0 = (ptrdiff_t)n * part / parts, r1 = (ptrdiff_t)n * (part + 1) / parts;
-    if (c->order != NULL) {
-        c->x_part[part] = FN(gather_rows)(net, c->n_rows, c->src_X, c->src_target, c->src_w,
-                                          c->order, c->first, (int)r0, (int)r1);
+    if (c->src != NULL) {
+        c->x_part[part] = FN(gather_rows)(net, c->src, (int)r0, (int)r1);
         cbp_pool_barrier(); /* every row is in place before any product */
     } else if (c->fused && c->x_max < 0) {
         int n_in = net->layers[0].n_in;
@@ -616,13 +620,12 @@ static void FN(pool_step_part)(void *arg, int part, int parts)
     }
 }
 
-/* The pool step on X, target, w; or, with order, on the rows
- * order[first ..] of the data set (n_rows rows of X, target, w), gathered
- * by the parts (weight_total and x_max are then ignored). */
+/* The pool step on X, target, w; or, with src, on the rows it names,
+ * gathered by the parts (X, target, weight_total and x_max are then
+ * ignored, w taken from src). */
 static int FN(pool_train_step)(const cbp_net *net, cbp_optim *opt, int n, const REAL *X,
                                const void *target, const REAL *w, double weight_total,
-                               double *loss, double x_max, const int64_t *order,
-                               ptrdiff_t first, ptrdiff_t n_rows)
+                               double *loss, double x_max, const struct FN(rows_src) *src)
 {
     struct FN(pool_ctx) c;
     c.net = net;
@@ -633,16 +636,11 @@ static int FN(pool_train_step)(const cbp_net *net, cbp_optim *opt, int n, const 
     c.fused = cbp_optim_fuses(opt);
     c.safe = 1;
     c.status = CBP_OK;
-    c.order = order;
-    if (order != NULL) {
-        c.first = first;
-        c.n_rows = n_rows;
-        c.src_X = X;
-        c.src_target = target;
-        c.src_w = w;
+    c.src = src;
+    if (src != NULL) {
         X = (const REAL *)net->batch_x;
         target = net->batch_target;
-        w = w == NULL ? NULL : (const REAL *)net->batch_weight;
+        w = src->w == NULL ? NULL : (const REAL *)net->batch_weight;
         weight_total = w == NULL ? (double)n : -1;
         x_max = -1;
     }
@@ -700,7 +698,7 @@ static int FN(train_step)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n, const
     }
     if (FN(pool_can_take)(net, n))
         return FN(pool_train_step)(net, opt, (int)n, X, target, w, FN(weight_sum)(n, w), loss,
-                                   x_max, NULL, 0, 0);
+                                   x_max, NULL);
     if (!FN(can_fuse)(net, opt, n)) {
         *loss = FN(net_loss)(net, n, X, target, w, 1, NULL, &weight_total);
         if (!isfinite(*loss))
@@ -747,16 +745,19 @@ static void FN(prefetch_row)(const REAL *row, int n_in)
 #endif
 }
 
-/* Copy rows order[first + i] of X, the targets and the weights, i in
+/* Copy rows order[first + i] of src's X, targets and weights, i in
  * [i0, i1), into place i of the plan's batch buffers; returns max |x|
  * over the copied rows.  Shuffled rows come from anywhere in X, each a fresh trip to memory: the
  * row `ahead` places further on in the order (about 4 KiB ahead; into the
  * next batch, which then arrives while this one trains) is requested
  * while row i is copied, so the trips overlap instead of adding up. */
-static double FN(gather_rows)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
-                              const void *target, const REAL *w, const int64_t *order,
-                              ptrdiff_t first, int i0, int i1)
+static double FN(gather_rows)(const cbp_net *net, const struct FN(rows_src) *src, int i0,
+                              int i1)
 {
+    const int64_t *order = src->order;
+    const ptrdiff_t first = src->first, n_rows = src->n_rows;
+    const REAL *X = src->X, *w = src->w;
+    const void *target = src->target;
     int n_in = net->layers[0].n_in, n_out = net->layers[net->n_layers - 1].n_out;
     ptrdiff_t ahead = 4096 / ((ptrdiff_t)sizeof(REAL) * n_in);
     ahead = ahead < 2 ? 2 : ahead > 16 ? 16 : ahead;
@@ -782,16 +783,6 @@ static double FN(gather_rows)(const cbp_net *net, ptrdiff_t n_rows, const REAL *
     return x_max;
 }
 
-/* Copy rows order[first .. first + n) of X, the targets and the weights
- * into the plan's batch buffers; returns max |x| over the copied rows
- * (gather_rows; the pool's parts each gather a range of them). */
-static double FN(gather_batch)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
-                               const void *target, const REAL *w, const int64_t *order,
-                               ptrdiff_t first, int n)
-{
-    return FN(gather_rows)(net, n_rows, X, target, w, order, first, 0, n);
-}
-
 /* ------------------------------------------------------------------
  * The gather on OpenBLAS's threads (pool.c, cbp_obx_*): a step whose
  * products run on OpenBLAS's threads (not on the pool) has its shuffled
@@ -809,11 +800,7 @@ static double FN(gather_batch)(const cbp_net *net, ptrdiff_t n_rows, const REAL 
 struct FN(obx_gather_ctx) {
     const cbp_net *net;
     int n;
-    const int64_t *order;
-    ptrdiff_t first, n_rows;
-    const REAL *X;
-    const void *target;
-    const REAL *w;
+    const struct FN(rows_src) *src;
     double part_max[CBP_POOL_MAX_PARTS];
 };
 
@@ -821,16 +808,14 @@ static void FN(obx_gather_part)(void *arg, int part, int parts)
 {
     struct FN(obx_gather_ctx) *c = (struct FN(obx_gather_ctx) *)arg;
     int i0 = (int)((int64_t)c->n * part / parts), i1 = (int)((int64_t)c->n * (part + 1) / parts);
-    c->part_max[part] = FN(gather_rows)(c->net, c->n_rows, c->X, c->target, c->w, c->order,
-                                        c->first, i0, i1);
+    c->part_max[part] = FN(gather_rows)(c->net, c->src, i0, i1);
 }
 
-/* gather_batch on OpenBLAS's threads (the caller set net->ob_parts). */
-static double FN(obx_gather)(const cbp_net *net, ptrdiff_t n_rows, const REAL *X,
-                             const void *target, const REAL *w, const int64_t *order,
-                             ptrdiff_t first, int n)
+/* gather_rows of a batch of n rows on OpenBLAS's threads (the caller set
+ * net->ob_parts); the max |x| of the batch. */
+static double FN(obx_gather)(const cbp_net *net, const struct FN(rows_src) *src, int n)
 {
-    struct FN(obx_gather_ctx) c = {net, n, order, first, n_rows, X, target, w, {0}};
+    struct FN(obx_gather_ctx) c = {net, n, src, {0}};
     cbp_obx_run(FN(obx_gather_part), &c, net->ob_parts);
     double x_max = 0;
     for (int p = 0; p < net->ob_parts; p++)
@@ -898,18 +883,18 @@ ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_
         const REAL *Xb = X + start * n_in, *wb = w == NULL ? NULL : w + start;
         const void *tb = FN(target_rows)(net, target, start);
         double x_max = -1; /* unknown */
+        const struct FN(rows_src) src = {order, start, n_rows, X, target, w};
         if (order != NULL && FN(pool_can_take)(net, n)) {
             /* The pool's parts gather the batch themselves. */
-            *status = FN(pool_train_step)(net, opt, n, X, target, w, 0, &losses[k], -1,
-                                          order, start, n_rows);
+            *status = FN(pool_train_step)(net, opt, n, NULL, NULL, NULL, 0, &losses[k], -1,
+                                          &src);
             if (*status != CBP_OK)
                 return k;
             continue;
         }
         if (order != NULL) {
-            x_max = FN(obx_can_take)(net, n)
-                        ? FN(obx_gather)(net, n_rows, X, target, w, order, start, n)
-                        : FN(gather_batch)(net, n_rows, X, target, w, order, start, n);
+            x_max = FN(obx_can_take)(net, n) ? FN(obx_gather)(net, &src, n)
+                                             : FN(gather_rows)(net, &src, 0, n);
             Xb = net->batch_x;
             tb = net->batch_target;
             wb = w == NULL ? NULL : (const REAL *)net->batch_weight;
