@@ -210,13 +210,13 @@ cdef extern from "cbp.h" nogil:
     Py_ssize_t cbp_net_train_batches_f32(const cbp_net *net, cbp_optim *opt,
                                          Py_ssize_t n_rows, const float *X,
                                          const void *target, const float *w,
-                                         const int64_t *order, Py_ssize_t first_row,
+                                         const int64_t *order, Py_ssize_t first_batch,
                                          int batch_size, Py_ssize_t n_batches,
                                          double *losses, int *status)
     Py_ssize_t cbp_net_train_batches_f64(const cbp_net *net, cbp_optim *opt,
                                          Py_ssize_t n_rows, const double *X,
                                          const void *target, const double *w,
-                                         const int64_t *order, Py_ssize_t first_row,
+                                         const int64_t *order, Py_ssize_t first_batch,
                                          int batch_size, Py_ssize_t n_batches,
                                          double *losses, int *status)
 

@@ -12,6 +12,7 @@ cimport numpy as cnp
 import numpy as np
 import os
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport int64_t
 from cbp._capi cimport *
 
@@ -642,10 +643,14 @@ cdef class Engine:
         return loss, status
 
     def train_batches(self, OptimizerState state, X, target, sample_weight, order,
-                      Py_ssize_t first_row, int batch_size, Py_ssize_t n_batches, losses):
-        """Train on `n_batches` mini-batches starting at row `first_row` of
-        the epoch's order (None: rows in sequence).  losses[k] receives
-        batch k's loss.  Returns (batches completed, status)."""
+                      Py_ssize_t first_batch, int batch_size, Py_ssize_t n_batches, losses):
+        """Train on `n_batches` mini-batches from batch `first_batch` on,
+        where batch g is batch g mod B of epoch g // B, an epoch being
+        B = ceil(len(X) / batch_size) batches (the last holds the rest), so
+        that one call may span epochs.  `order`: None (rows in sequence) or
+        int64 holding one permutation of the rows per epoch, from epoch 0
+        on (shape (epochs, len(X)) or flat).  losses[k] receives batch
+        first_batch + k's loss.  Returns (batches completed, status)."""
         self._ready()
         self._check_state(state)
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
@@ -653,18 +658,25 @@ cdef class Engine:
             raise ValueError("Engine.train_batches: X must be 2-D")
         if batch_size < 1 or batch_size > self.net.capacity:
             raise ValueError("Engine.train_batches: batch_size must be in [1, capacity]")
-        if n_batches < 0 or first_row < 0 or (n_batches > 0 and first_row + (n_batches - 1) * <Py_ssize_t>batch_size >= n):
+        if (n_batches < 0 or first_batch < 0 or n_batches > PY_SSIZE_T_MAX - first_batch
+                or (n_batches > 0 and n == 0)):
             raise ValueError("Engine.train_batches: batches run past the data")
         cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
         cdef const void *t = self._target(target, n)
         cdef const void *w = self._weights(sample_weight, n)
         cdef double *l = <double *>_buffer(losses, cnp.NPY_FLOAT64, n_batches, "losses", True)
         cdef const int64_t *o = NULL
-        cdef Py_ssize_t i, last
-        if order is not None:
-            o = <const int64_t *>_buffer(order, cnp.NPY_INT64, n, "order")
-            last = min(n, first_row + n_batches * <Py_ssize_t>batch_size)
-            for i in range(first_row, last):
+        cdef Py_ssize_t i, lo, hi, epochs, last, epoch_batches = (n + batch_size - 1) // batch_size
+        if order is not None and n_batches > 0:
+            epochs = cnp.PyArray_SIZE(order) // n if cnp.PyArray_Check(order) else 0
+            o = <const int64_t *>_buffer(order, cnp.NPY_INT64, epochs * n, "order")
+            if first_batch + n_batches > epochs * epoch_batches:
+                raise ValueError("Engine.train_batches: batches run past the epochs in order")
+            # the rows the batches read: contiguous in the flat order
+            last = first_batch + n_batches - 1
+            lo = first_batch // epoch_batches * n + first_batch % epoch_batches * batch_size
+            hi = last // epoch_batches * n + min(n, (last % epoch_batches + 1) * <Py_ssize_t>batch_size)
+            for i in range(lo, hi):
                 if o[i] < 0 or o[i] >= n:
                     raise ValueError("Engine.train_batches: order holds a row out of range")
         cdef Py_ssize_t done
@@ -675,11 +687,11 @@ cdef class Engine:
             _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
                 done = cbp_net_train_batches_f32(&self.net, &state.opt, n, <const float *>x, t,
-                                                 <const float *>w, o, first_row, batch_size,
+                                                 <const float *>w, o, first_batch, batch_size,
                                                  n_batches, l, &status)
             else:
                 done = cbp_net_train_batches_f64(&self.net, &state.opt, n, <const double *>x, t,
-                                                 <const double *>w, o, first_row, batch_size,
+                                                 <const double *>w, o, first_batch, batch_size,
                                                  n_batches, l, &status)
             self.net.ob_parts = 0
             _threads_leave(restore)

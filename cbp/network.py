@@ -33,7 +33,9 @@ _CHUNK_ROWS = 1024
 # fit trains in C calls of several batches each; between calls the
 # progress bar moves, Ctrl-C is honoured and other threads' calls on the
 # network get its lock.  The first call of a fit does about this much
-# floating-point work (20–100 ms at 20–100 GFLOP/s); every next one as many
+# floating-point work (20–100 ms at 20–100 GFLOP/s), within the first
+# epoch; every next one (across epochs, unless callbacks or validation
+# run between them) as many
 # batches as take about _SECONDS_PER_CALL at the pace of the call before
 # (at most 4 times more or fewer), so calls last about that long on any
 # machine, and the work around each call (the Python loop, ≈ 20 µs, and a
@@ -71,12 +73,51 @@ def _as_loss(loss) -> str:
     return loss
 
 
-def _next_call_batches(per_call, count, seconds, n_batches):
+def _next_call_batches(per_call, count, seconds, most):
     """Batches for fit's next C call: as many as take _SECONDS_PER_CALL at
     the pace of the last call (`count` batches in `seconds`), within 4
-    times the current `per_call` either way, and within [1, n_batches]."""
+    times the current `per_call` either way, and within [1, most]."""
     want = _SECONDS_PER_CALL * count / seconds if seconds > 0 else 4.0 * per_call
-    return int(max(1, min(n_batches, 4 * per_call, max(want, per_call / 4))))
+    return int(max(1, min(most, 4 * per_call, max(want, per_call / 4))))
+
+
+class _Shuffles:
+    """fit's shuffles: a permutation of the n rows per epoch, drawn from the
+    network's generator in epoch order as the C calls reach the epochs.
+    A call that spans epochs draws theirs up front; if it stops early
+    (rewind), the generator is put back as if only the epochs reached had
+    been drawn, so a diverged fit leaves it where per-epoch draws would."""
+
+    def __init__(self, rng, n):
+        self._rng, self._n = rng, n
+        self._drawn = 0                 # epochs drawn so far
+        self._block, self._first = None, 0   # the last call's permutations, from epoch _first
+        self._saved = None              # (generator state, epoch) before a spanning call drew
+
+    def cover(self, e0, e1):
+        """The permutations of epochs e0 .. e1 as one (epochs, n) array, and
+        the epoch of its first row."""
+        block, first = self._block, self._first
+        if block is not None and first <= e0 and e1 < first + len(block):
+            return block, first
+        order = np.empty((e1 - e0 + 1, self._n), dtype=np.int64)
+        if self._drawn > e0:            # the last call began epoch e0
+            order[0] = block[-1]
+        self._saved = (self._rng.bit_generator.state, self._drawn) if e1 > e0 else None
+        for e in range(self._drawn, e1 + 1):
+            order[e - e0] = self._rng.permutation(self._n)
+        self._drawn = e1 + 1
+        self._block, self._first = order, e0
+        return order, e0
+
+    def rewind(self, epoch):
+        """Training stopped in `epoch`: undraw the epochs after it."""
+        if self._drawn > epoch + 1 and self._saved is not None:
+            state, drawn = self._saved
+            self._rng.bit_generator.state = state
+            for _ in range(drawn, epoch + 1):
+                self._rng.permutation(self._n)
+            self._drawn = epoch + 1
 
 
 class Network:
@@ -471,8 +512,18 @@ class Network:
         callbacks = self._callbacks(callbacks)
         batch_size = min(batch_size, n)
         n_batches = -(-n // batch_size)
+        total = epochs * n_batches
+        # Without callbacks or validation nothing runs between epochs, and
+        # a C call may span them: a small data set's epochs (the digits'
+        # take half a millisecond) then go by without the Python around
+        # each.  The first call stays within the first epoch; the next are
+        # sized by its pace (_next_call_batches).
+        spans = not callbacks and val is None
+        most = total if spans else n_batches
         per_call = max(1, min(n_batches, int(_WORK_PER_CALL // (6 * batch_size * self.num_parameters))))
-        bar = self._progress_bar(progress, epochs * n_batches)
+        rows = np.full(n_batches, batch_size, dtype=np.float64)
+        rows[-1] = n - batch_size * (n_batches - 1)
+        bar = self._progress_bar(progress, total)
 
         history = History()
         self.history = history
@@ -483,53 +534,69 @@ class Network:
                     cb.set_network(self)
             with self._lock:
                 self._engine.reserve(batch_size)
-            for epoch in range(epochs):
-                order = self._rng.permutation(n) if shuffle else None
-                losses = np.empty(n_batches)
-                first = 0
-                while first < n_batches:
-                    count = min(per_call, n_batches - first)
-                    with self._lock:
-                        state = optimizer._state_for(self)
-                        self._set_threads(batch_size, fused=state.fuses)
-                        # Steps may run on cbp's pool: then so does the
-                        # validation (see _evaluate).
-                        steps_on_pool = self._engine.pool
-                        start = time.perf_counter()
-                        done, status = self._engine.train_batches(
-                            state, X, y, w, order, first * batch_size, batch_size, count,
-                            losses[first:first + count])
-                        seconds = time.perf_counter() - start
-                    if status != _engine.OK:
-                        k = first + done
-                        message = self._divergence_message(
-                            status, losses[k], f" at epoch {epoch}, batch {k}")
-                        # Training ends here too: EarlyStopping(restore_best)
-                        # puts back its best epoch's parameters.
-                        if any(hasattr(cb, "on_train_end") for cb in callbacks):
-                            message += (" Then the callbacks' on_train_end ran (EarlyStopping "
-                                        "with restore_best puts back its best epoch).")
-                        self._train_end(callbacks, logs)
-                        raise DivergenceError(message)
-                    if bar is not None:
-                        bar.update(count)
-                        bar.set_postfix(epoch=epoch, loss=f"{losses[first + count - 1]:.4g}")
-                    first += count
-                    per_call = _next_call_batches(per_call, count, seconds, n_batches)
-                rows = np.full(n_batches, batch_size, dtype=np.float64)
-                rows[-1] = n - batch_size * (n_batches - 1)
-                # Not `losses @ rows`: that is a BLAS call, which wakes NumPy's
-                # own OpenBLAS threads, and they spin on the cores cbp's BLAS uses.
-                logs = {"loss": float(np.sum(losses * rows) / n)}
-                if val is not None:
-                    logs.update({f"val_{k}": v for k, v in
-                                 self._evaluate(*val, pool=steps_on_pool).items()})
-                history._append(epoch, dict(logs))
-                stop = False
-                for cb in callbacks:
-                    stop = _is_true(cb(epoch, logs)) or stop
-                if stop:
-                    break
+            shuffles = _Shuffles(self._rng, n) if shuffle else None
+            epoch_losses = []   # the current epoch's losses, a piece per call
+            done_batches = 0    # over the whole fit: batch g is batch g % n_batches of epoch g // n_batches
+            stop = False
+            while done_batches < total and not stop:
+                epoch_end = (done_batches // n_batches + 1) * n_batches
+                count = min(per_call, (total if spans else epoch_end) - done_batches)
+                order, first = (shuffles.cover(done_batches // n_batches,
+                                               (done_batches + count - 1) // n_batches)
+                                if shuffle else (None, 0))
+                losses = np.empty(count)
+                with self._lock:
+                    state = optimizer._state_for(self)
+                    self._set_threads(batch_size, fused=state.fuses)
+                    # Steps may run on cbp's pool: then so does the
+                    # validation (see _evaluate).
+                    steps_on_pool = self._engine.pool
+                    start = time.perf_counter()
+                    done, status = self._engine.train_batches(
+                        state, X, y, w, order, done_batches - first * n_batches, batch_size,
+                        count, losses)
+                    seconds = time.perf_counter() - start
+                # The epochs this call completed, in order.
+                k = 0
+                while k < done and not stop:
+                    j = (done_batches + k) % n_batches
+                    take = min(done - k, n_batches - j)
+                    epoch_losses.append(losses[k:k + take])
+                    k += take
+                    if j + take < n_batches:
+                        break
+                    epoch = (done_batches + k - 1) // n_batches
+                    epoch_loss = epoch_losses[0] if len(epoch_losses) == 1 else np.concatenate(epoch_losses)
+                    epoch_losses = []
+                    # Not `epoch_loss @ rows`: that is a BLAS call, which wakes NumPy's
+                    # own OpenBLAS threads, and they spin on the cores cbp's BLAS uses.
+                    logs = {"loss": float(np.sum(epoch_loss * rows) / n)}
+                    if val is not None:
+                        logs.update({f"val_{key}": v for key, v in
+                                     self._evaluate(*val, pool=steps_on_pool).items()})
+                    history._append(epoch, dict(logs))
+                    for cb in callbacks:
+                        stop = _is_true(cb(epoch, logs)) or stop
+                if bar is not None and done:
+                    bar.update(done)
+                    bar.set_postfix(epoch=(done_batches + done - 1) // n_batches,
+                                    loss=f"{losses[done - 1]:.4g}")
+                if status != _engine.OK:
+                    g = done_batches + done
+                    if shuffle:
+                        shuffles.rewind(g // n_batches)
+                    message = self._divergence_message(
+                        status, losses[done],
+                        f" at epoch {g // n_batches}, batch {g % n_batches}")
+                    # Training ends here too: EarlyStopping(restore_best)
+                    # puts back its best epoch's parameters.
+                    if any(hasattr(cb, "on_train_end") for cb in callbacks):
+                        message += (" Then the callbacks' on_train_end ran (EarlyStopping "
+                                    "with restore_best puts back its best epoch).")
+                    self._train_end(callbacks, logs)
+                    raise DivergenceError(message)
+                done_batches += done
+                per_call = _next_call_batches(per_call, count, seconds, most)
         finally:
             if bar is not None:
                 bar.close()

@@ -517,22 +517,26 @@ int cbp_net_train_step_f64(const cbp_net *net, cbp_optim *opt, ptrdiff_t n,
                            const double *X, const void *target, const double *w,
                            double *loss);
 
-/* n_batches consecutive mini-batches of an epoch, each one training step.
- * Batch k holds rows order[first_row + k·batch_size …] (up to n_rows;
- * order NULL: rows in sequence, read in place); shuffled rows are gathered
- * into net->batch_* first.  batch_size <= net->capacity.  losses[k]
- * receives batch k's loss.  Returns the number of batches completed; if
- * fewer than n_batches, *status tells why the next one stopped. */
+/* n_batches consecutive mini-batches, each one training step, from
+ * batch first_batch on.  Batch g is batch g mod B of epoch g / B, where
+ * an epoch is B = ceil(n_rows / batch_size) batches of batch_size rows
+ * and its last batch holds the rest: a run may span epochs.  Batch j of
+ * epoch e holds rows order[e·n_rows + j·batch_size …] (order holds one
+ * permutation of the n_rows rows per epoch, from epoch 0 on; NULL: rows
+ * in sequence, read in place); shuffled rows are gathered into
+ * net->batch_* first.  batch_size <= net->capacity.  losses[k] receives
+ * batch first_batch + k's loss.  Returns the number of batches completed;
+ * if fewer than n_batches, *status tells why the next one stopped. */
 ptrdiff_t cbp_net_train_batches_f32(const cbp_net *net, cbp_optim *opt,
                                     ptrdiff_t n_rows, const float *X,
                                     const void *target, const float *w,
-                                    const int64_t *order, ptrdiff_t first_row,
+                                    const int64_t *order, ptrdiff_t first_batch,
                                     int batch_size, ptrdiff_t n_batches,
                                     double *losses, int *status);
 ptrdiff_t cbp_net_train_batches_f64(const cbp_net *net, cbp_optim *opt,
                                     ptrdiff_t n_rows, const double *X,
                                     const void *target, const double *w,
-                                    const int64_t *order, ptrdiff_t first_row,
+                                    const int64_t *order, ptrdiff_t first_batch,
                                     int batch_size, ptrdiff_t n_batches,
                                     double *losses, int *status);
 

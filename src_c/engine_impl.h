@@ -871,19 +871,22 @@ int FN(all_finite_parts)(ptrdiff_t size, const REAL *x, int parts, int on_pool)
 
 ptrdiff_t FN(net_train_batches)(const cbp_net *net, cbp_optim *opt, ptrdiff_t n_rows,
                                 const REAL *X, const void *target, const REAL *w,
-                                const int64_t *order, ptrdiff_t first_row, int batch_size,
+                                const int64_t *order, ptrdiff_t first_batch, int batch_size,
                                 ptrdiff_t n_batches, double *losses, int *status)
 {
     int n_in = net->layers[0].n_in;
+    const ptrdiff_t epoch_batches = (n_rows + batch_size - 1) / batch_size;
     *status = CBP_OK;
     opt->maxima_fresh = 0; /* see cbp_optim */
     for (ptrdiff_t k = 0; k < n_batches; k++) {
-        ptrdiff_t start = first_row + k * batch_size;
+        const ptrdiff_t g = first_batch + k;
+        ptrdiff_t start = g % epoch_batches * batch_size;
         int n = (int)(n_rows - start < batch_size ? n_rows - start : batch_size);
         const REAL *Xb = X + start * n_in, *wb = w == NULL ? NULL : w + start;
         const void *tb = FN(target_rows)(net, target, start);
         double x_max = -1; /* unknown */
-        const struct FN(rows_src) src = {order, start, n_rows, X, target, w};
+        const int64_t *epoch_order = order == NULL ? NULL : order + g / epoch_batches * n_rows;
+        const struct FN(rows_src) src = {epoch_order, start, n_rows, X, target, w};
         if (order != NULL && FN(pool_can_take)(net, n)) {
             /* The pool's parts gather the batch themselves. */
             *status = FN(pool_train_step)(net, opt, n, NULL, NULL, NULL, 0, &losses[k], -1,

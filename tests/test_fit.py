@@ -914,3 +914,129 @@ def test_how_fit_splits_its_calls_changes_nothing(monkeypatch, optimizer):
     assert paced[0] == one_by_one[0]
     for p, q in zip(paced[1], one_by_one[1]):
         np.testing.assert_array_equal(p, q)
+
+
+# --------------------------------------------------------------------------
+# C calls that span epochs (no callbacks, no validation data)
+# --------------------------------------------------------------------------
+
+class CallLog:
+    """Wraps a network's Engine; records (first_batch, n_batches, epochs of
+    order) of each train_batches call."""
+
+    def __init__(self, net):
+        real, calls = net._engine, []
+        self.calls = calls
+
+        class Wrapped:
+            def __getattr__(self, name):
+                attr = getattr(real, name)
+                if name != "train_batches":
+                    return attr
+
+                def train_batches(state, X, y, w, order, first, batch_size, count, losses):
+                    calls.append((first, count, None if order is None else len(order)))
+                    return attr(state, X, y, w, order, first, batch_size, count, losses)
+                return train_batches
+
+            def __setattr__(self, name, value):
+                setattr(real, name, value)
+
+        net._engine = Wrapped()
+
+
+def _fit_record(X, y, spans, **kwargs):
+    """fit, with calls free to span epochs, or held to one epoch each by a
+    callback that does nothing; its history, parameters, generator and
+    calls (or the DivergenceError's message)."""
+    net = cbp.Network.mlp([X.shape[1], 16, 10] if y.ndim == 1 else [X.shape[1], 1],
+                          loss="softmax_cross_entropy" if y.ndim == 1 else "mse", seed=3)
+    log = CallLog(net)
+    callbacks = None if spans else [lambda epoch, logs: None]
+    try:
+        net.fit(X, y, progress=False, callbacks=callbacks, **kwargs)
+        error = None
+    except cbp.DivergenceError as e:
+        error = str(e)
+    return (net.history.history, params_of(net), net._rng.bit_generator.state, error,
+            log.calls)
+
+
+def _spanned(calls, n_batches):
+    return [c for c in calls if (c[0] % n_batches) + c[1] > n_batches]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_calls_spanning_epochs_train_as_one_epoch_per_call(small, shuffle, weighted):
+    """Without callbacks, fit's later C calls span epochs (the last batch of
+    each still the epoch's rest); with a callback, each call stays in its
+    epoch.  Same batches in the same order: the same fit bit for bit, its
+    History, parameters and the generator after it."""
+    X, y = small[0][:203], small[1][:203]          # 203 = 12·17 − 1: a short last batch
+    w = np.random.default_rng(5).random(203) if weighted else None
+    kwargs = dict(epochs=40, batch_size=17, optimizer="adam", shuffle=shuffle,
+                  sample_weight=w)
+    spanning = _fit_record(X, y, True, **kwargs)
+    per_epoch = _fit_record(X, y, False, **kwargs)
+    n_batches = 12
+    assert _spanned(spanning[4], n_batches), spanning[4]      # some call spans epochs
+    assert not _spanned(per_epoch[4], n_batches)
+    assert sum(c[1] for c in spanning[4]) == 40 * n_batches
+    assert spanning[0] == per_epoch[0] and len(spanning[0]["loss"]) == 40
+    assert_params_equal(spanning[1], per_epoch[1])
+    assert spanning[2] == per_epoch[2]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_fit_diverging_inside_a_spanning_call_ends_as_per_epoch(shuffle):
+    """A call that spans epochs and diverges in one of them: the same error
+    (epoch, batch), the History of the epochs before it, the parameters of
+    the last finite step, and the generator as if only the epochs reached
+    had drawn their shuffles."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    Y = rng.standard_normal((64, 1)).astype(np.float32)
+    kwargs = dict(epochs=2000, batch_size=8, optimizer=cbp.SGD(lr=0.7), shuffle=shuffle)
+    spanning = _fit_record(X, Y, True, **kwargs)
+    per_epoch = _fit_record(X, Y, False, **kwargs)
+    assert spanning[3] is not None and spanning[3] == per_epoch[3]
+    diverged = len(spanning[0]["loss"])              # the epoch it diverged in
+    assert f"at epoch {diverged}," in spanning[3]
+    last = spanning[4][-1]                           # the call that diverged reached past it
+    assert last[0] // 8 < diverged < (last[0] + last[1]) // 8, spanning[4]
+    assert spanning[0] == per_epoch[0]
+    assert_params_equal(spanning[1], per_epoch[1])
+    assert spanning[2] == per_epoch[2]
+
+
+def test_train_batches_checks_its_epochs_and_order():
+    net = cbp.Network.mlp([4, 3], seed=0)
+    X = np.ones((10, 4), np.float32)
+    y = np.zeros(10, np.int64)
+    state = cbp.SGD(lr=0.1)._state_for(net)
+    engine = net._engine
+    engine.reserve(4)
+    order = np.tile(np.arange(10, dtype=np.int64), (2, 1))     # 2 epochs of 3 batches
+    assert engine.train_batches(state, X, y, None, order, 0, 4, 6, np.empty(6)) == (6, 0)
+    assert engine.train_batches(state, X, y, None, order.ravel(), 2, 4, 4, np.empty(4)) == (4, 0)
+    assert engine.train_batches(state, X, y, None, None, 100, 4, 5, np.empty(5)) == (5, 0)
+    with pytest.raises(ValueError, match="past the epochs in order"):
+        engine.train_batches(state, X, y, None, order, 1, 4, 6, np.empty(6))
+    with pytest.raises(ValueError, match="expected 10 elements, got 15"):
+        engine.train_batches(state, X, y, None, order.ravel()[:15], 0, 4, 1, np.empty(1))
+    with pytest.raises(TypeError):
+        engine.train_batches(state, X, y, None, list(range(20)), 0, 4, 1, np.empty(1))
+    bad = order.copy()
+    bad[1, 8] = 10                                              # epoch 1, batch 2
+    assert engine.train_batches(state, X, y, None, bad, 0, 4, 5, np.empty(5)) == (5, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        engine.train_batches(state, X, y, None, bad, 0, 4, 6, np.empty(6))
+    bad[1, 8], bad[0, 0] = 0, -1                                # epoch 0, batch 0
+    with pytest.raises(ValueError, match="out of range"):
+        engine.train_batches(state, X, y, None, bad, 0, 4, 1, np.empty(1))
+    assert engine.train_batches(state, X, y, None, bad, 1, 4, 5, np.empty(5)) == (5, 0)
+    with pytest.raises(ValueError, match="run past the data"):
+        engine.train_batches(state, X[:0], y[:0], None, None, 0, 4, 1, np.empty(1))
+    with pytest.raises(ValueError, match="run past the data"):
+        engine.train_batches(state, X, y, None, None, 2**62, 4, 2**62, np.empty(1))
