@@ -246,9 +246,14 @@ def aligned_empty(shape, dtype):
     aligned rows against 34.5 µs from rows 16 bytes off, the NumPy
     default."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + 64, dtype=np.uint8)
-    offset = (-raw.ctypes.data) % 64
+    cdef Py_ssize_t count = 1
+    for extent in (shape if isinstance(shape, tuple) else (shape,)):
+        if extent < 0:
+            raise ValueError(f"aligned_empty: negative dimension in {shape}")
+        count *= extent
+    cdef Py_ssize_t nbytes = count * dtype.itemsize
+    cdef cnp.ndarray raw = np.empty(nbytes + 64, dtype=np.uint8)
+    cdef Py_ssize_t offset = (64 - <size_t>cnp.PyArray_DATA(raw) % 64) % 64
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
