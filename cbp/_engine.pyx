@@ -238,6 +238,14 @@ cdef void *_buffer(object a, int typenum, Py_ssize_t size, str name,
     return p if p != NULL else <void *>&BLAS
 
 
+cdef Py_ssize_t _elements(Py_ssize_t rows, Py_ssize_t cols, str name) except -1:
+    """rows × cols, refused when it would overflow (a product that wrapped
+    around could match a smaller array's size, and C would read past it)."""
+    if cols > 0 and rows > PY_SSIZE_T_MAX // cols:
+        raise ValueError(f"{name}: {rows} rows of {cols} values exceed the address space")
+    return rows * cols
+
+
 def aligned_empty(shape, dtype):
     """np.empty(shape, dtype) starting on a 64-byte boundary (a cache line,
     and the widest vector load).  Parameters, optimizer state and the
@@ -374,6 +382,7 @@ cdef class Engine:
     cdef readonly int n_in, n_out
     cdef list workspace
     cdef public int blas_threads  # BLAS threads during calls; 0: leave as set
+    cdef readonly long long batches_run  # batches train_batches has completed, ever
     cdef public int pool          # training steps may run on cbp's pool: 0 no, 1 yes, 2 if
                                   # BLAS's threads fit it (see _pool_enter)
 
@@ -514,7 +523,7 @@ cdef class Engine:
                     raise ValueError(f"label {labels[i]} at row {i} is outside "
                                      f"[0, {n_classes})")
             return labels
-        return _buffer(target, self.typenum, n * self.n_out, "target")
+        return _buffer(target, self.typenum, _elements(n, self.n_out, "target"), "target")
 
     cdef const void *_weights(self, object w, Py_ssize_t n) except? NULL:
         if w is None:
@@ -573,8 +582,8 @@ cdef class Engine:
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
         if n < 0:
             raise ValueError("Engine.forward: X must be 2-D")
-        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
-        cdef void *o = _buffer(out, self.typenum, n * self.n_out, "out", True)
+        cdef const void *x = _buffer(X, self.typenum, _elements(n, self.n_in, "X"), "X")
+        cdef void *o = _buffer(out, self.typenum, _elements(n, self.n_out, "out"), "out", True)
         if transform < CBP_OUTPUT_RAW or transform > CBP_OUTPUT_SIGMOID:
             raise ValueError("Engine.forward: unknown transform")
         cdef int restore, parts
@@ -597,12 +606,12 @@ cdef class Engine:
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
         if n < 0:
             raise ValueError("Engine.loss: X must be 2-D")
-        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef const void *x = _buffer(X, self.typenum, _elements(n, self.n_in, "X"), "X")
         cdef const void *t = self._target(target, n)
         cdef const void *w = self._weights(sample_weight, n)
         cdef void *o = NULL
         if outputs is not None:
-            o = _buffer(outputs, self.typenum, n * self.n_out, "outputs", True)
+            o = _buffer(outputs, self.typenum, _elements(n, self.n_out, "outputs"), "outputs", True)
         cdef double loss, weight_total
         cdef int restore, parts
         with nogil:
@@ -627,7 +636,7 @@ cdef class Engine:
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
         if n < 0:
             raise ValueError("Engine.train_step: X must be 2-D")
-        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef const void *x = _buffer(X, self.typenum, _elements(n, self.n_in, "X"), "X")
         cdef const void *t = self._target(target, n)
         cdef const void *w = self._weights(sample_weight, n)
         cdef double loss
@@ -666,14 +675,19 @@ cdef class Engine:
         if (n_batches < 0 or first_batch < 0 or n_batches > PY_SSIZE_T_MAX - first_batch
                 or (n_batches > 0 and n == 0)):
             raise ValueError("Engine.train_batches: batches run past the data")
-        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef const void *x = _buffer(X, self.typenum, _elements(n, self.n_in, "X"), "X")
         cdef const void *t = self._target(target, n)
         cdef const void *w = self._weights(sample_weight, n)
         cdef double *l = <double *>_buffer(losses, cnp.NPY_FLOAT64, n_batches, "losses", True)
         cdef const int64_t *o = NULL
         cdef Py_ssize_t i, lo, hi, epochs, last, epoch_batches = (n + batch_size - 1) // batch_size
         if order is not None and n_batches > 0:
-            epochs = cnp.PyArray_SIZE(order) // n if cnp.PyArray_Check(order) else 0
+            if not cnp.PyArray_Check(order):
+                raise TypeError(f"order: expected a numpy.ndarray, got {type(order).__name__}")
+            epochs = cnp.PyArray_SIZE(order) // n
+            if cnp.PyArray_SIZE(order) != epochs * n:
+                raise ValueError(f"order: expected one permutation of the {n} rows per epoch, "
+                                 f"got {cnp.PyArray_SIZE(order)} entries")
             o = <const int64_t *>_buffer(order, cnp.NPY_INT64, epochs * n, "order")
             if first_batch + n_batches > epochs * epoch_batches:
                 raise ValueError("Engine.train_batches: batches run past the epochs in order")
@@ -701,6 +715,7 @@ cdef class Engine:
             self.net.ob_parts = 0
             _threads_leave(restore)
             _pool_leave(&self.net, parts)
+        self.batches_run += done
         return done, status
 
     def all_finite(self, cnp.ndarray a, int threads=1, int pool=0, Py_ssize_t rows=2):
@@ -745,7 +760,7 @@ cdef class Engine:
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
         if n < 1 or n > self.net.capacity:
             raise ValueError("Engine.blas_floor: X must be 2-D with 1..capacity rows")
-        cdef const void *x = _buffer(X, self.typenum, n * self.n_in, "X")
+        cdef const void *x = _buffer(X, self.typenum, _elements(n, self.n_in, "X"), "X")
         cdef int restore
         with nogil:
             restore = _threads_enter(self.blas_threads)

@@ -35,13 +35,17 @@ _CHUNK_ROWS = 1024
 # network get its lock.  The first call of a fit does about this much
 # floating-point work (20–100 ms at 20–100 GFLOP/s), within the first
 # epoch; every next one (across epochs, unless callbacks or validation
-# run between them) as many
-# batches as take about _SECONDS_PER_CALL at the pace of the call before
-# (at most 4 times more or fewer), so calls last about that long on any
-# machine, and the work around each call (the Python loop, ≈ 20 µs, and a
-# call's start in C) stays well below 1 % of it.
+# run between them) as many batches as take about _SECONDS_PER_CALL at
+# the pace of the call before (at most 4 times more or fewer; for a call
+# across epochs, its shuffles and per-epoch records included), so calls
+# last about that long on any machine, and the work around each call
+# (the Python loop, ≈ 20 µs, and a call's start in C) stays well below
+# 1 % of it.
 _WORK_PER_CALL = 2e9
 _SECONDS_PER_CALL = 0.1
+# A call spanning epochs gets their shuffles as one array of at most this
+# many bytes (one epoch's at least).
+_ORDER_BYTES = 2**23
 
 
 def _as_dtype(dtype) -> np.dtype:
@@ -84,15 +88,15 @@ def _next_call_batches(per_call, count, seconds, most):
 class _Shuffles:
     """fit's shuffles: a permutation of the n rows per epoch, drawn from the
     network's generator in epoch order as the C calls reach the epochs.
-    A call that spans epochs draws theirs up front; if it stops early
-    (rewind), the generator is put back as if only the epochs reached had
-    been drawn, so a diverged fit leaves it where per-epoch draws would."""
+    A call that spans epochs draws theirs up front; if training stops
+    early (divergence, Ctrl-C), rewind puts the generator back as if only
+    the epochs begun had been drawn, as per-epoch draws would leave it."""
 
     def __init__(self, rng, n):
         self._rng, self._n = rng, n
         self._drawn = 0                 # epochs drawn so far
         self._block, self._first = None, 0   # the last call's permutations, from epoch _first
-        self._saved = None              # (generator state, epoch) before a spanning call drew
+        self._saved = None              # (generator state, epochs drawn) before a spanning call drew
 
     def cover(self, e0, e1):
         """The permutations of epochs e0 .. e1 as one (epochs, n) array, and
@@ -106,18 +110,53 @@ class _Shuffles:
         self._saved = (self._rng.bit_generator.state, self._drawn) if e1 > e0 else None
         for e in range(self._drawn, e1 + 1):
             order[e - e0] = self._rng.permutation(self._n)
-        self._drawn = e1 + 1
+            self._drawn = e + 1
         self._block, self._first = order, e0
         return order, e0
 
-    def rewind(self, epoch):
-        """Training stopped in `epoch`: undraw the epochs after it."""
-        if self._drawn > epoch + 1 and self._saved is not None:
-            state, drawn = self._saved
-            self._rng.bit_generator.state = state
-            for _ in range(drawn, epoch + 1):
-                self._rng.permutation(self._n)
-            self._drawn = epoch + 1
+    def rewind(self, begun):
+        """Training stopped with `begun` epochs begun: undraw the rest."""
+        if self._saved is None:
+            return
+        state, drawn = self._saved
+        begun = min(begun, self._drawn)
+        if begun < drawn:
+            return
+        self._rng.bit_generator.state = state
+        for _ in range(drawn, begun):
+            self._rng.permutation(self._n)
+        self._drawn = begun
+
+
+class _EpochLosses:
+    """fit's record of the batches run: their losses gathered by epoch,
+    and each epoch's mean loss (its batches weighted by their rows) once
+    its last batch has run."""
+
+    def __init__(self, n, batch_size, n_batches):
+        self.n, self.n_batches = n, n_batches
+        self.rows = np.full(n_batches, batch_size, dtype=np.float64)
+        self.rows[-1] = n - batch_size * (n_batches - 1)
+        self.batches = 0                # batches recorded, over the whole fit
+        self._pieces = []               # the current epoch's losses so far
+
+    def add(self, losses):
+        """Record the next len(losses) batches; yields (epoch, mean loss)
+        for each epoch they complete."""
+        k = 0
+        while k < len(losses):
+            j = self.batches % self.n_batches
+            take = min(len(losses) - k, self.n_batches - j)
+            self._pieces.append(losses[k:k + take])
+            k += take
+            self.batches += take
+            if j + take == self.n_batches:
+                pieces, self._pieces = self._pieces, []
+                epoch_loss = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+                # Not `epoch_loss @ rows`: that is a BLAS call, which wakes NumPy's
+                # own OpenBLAS threads, and they spin on the cores cbp's BLAS uses.
+                yield (self.batches // self.n_batches - 1,
+                       float(np.sum(epoch_loss * self.rows) / self.n))
 
 
 class Network:
@@ -517,12 +556,12 @@ class Network:
         # a C call may span them: a small data set's epochs (the digits'
         # take half a millisecond) then go by without the Python around
         # each.  The first call stays within the first epoch; the next are
-        # sized by its pace (_next_call_batches).
+        # sized by the pace of the one before, Python work included, and
+        # hold at most _ORDER_BYTES of shuffles.
         spans = not callbacks and val is None
         most = total if spans else n_batches
         per_call = max(1, min(n_batches, int(_WORK_PER_CALL // (6 * batch_size * self.num_parameters))))
-        rows = np.full(n_batches, batch_size, dtype=np.float64)
-        rows[-1] = n - batch_size * (n_batches - 1)
+        span_epochs = max(1, _ORDER_BYTES // (8 * n)) if shuffle else total
         bar = self._progress_bar(progress, total)
 
         history = History()
@@ -535,56 +574,58 @@ class Network:
             with self._lock:
                 self._engine.reserve(batch_size)
             shuffles = _Shuffles(self._rng, n) if shuffle else None
-            epoch_losses = []   # the current epoch's losses, a piece per call
-            done_batches = 0    # over the whole fit: batch g is batch g % n_batches of epoch g // n_batches
+            log = _EpochLosses(n, batch_size, n_batches)
             stop = False
-            while done_batches < total and not stop:
-                epoch_end = (done_batches // n_batches + 1) * n_batches
-                count = min(per_call, (total if spans else epoch_end) - done_batches)
-                order, first = (shuffles.cover(done_batches // n_batches,
-                                               (done_batches + count - 1) // n_batches)
+            while log.batches < total and not stop:
+                begun = time.perf_counter()
+                g = log.batches     # batch g is batch g % n_batches of epoch g // n_batches
+                epoch = g // n_batches
+                count = min(per_call, (total if spans else (epoch + 1) * n_batches) - g,
+                            (epoch + span_epochs) * n_batches - g)
+                order, first = (shuffles.cover(epoch, (g + count - 1) // n_batches)
                                 if shuffle else (None, 0))
                 losses = np.empty(count)
-                with self._lock:
-                    state = optimizer._state_for(self)
-                    self._set_threads(batch_size, fused=state.fuses)
-                    # Steps may run on cbp's pool: then so does the
-                    # validation (see _evaluate).
-                    steps_on_pool = self._engine.pool
-                    start = time.perf_counter()
-                    done, status = self._engine.train_batches(
-                        state, X, y, w, order, done_batches - first * n_batches, batch_size,
-                        count, losses)
-                    seconds = time.perf_counter() - start
-                # The epochs this call completed, in order.
-                k = 0
-                while k < done and not stop:
-                    j = (done_batches + k) % n_batches
-                    take = min(done - k, n_batches - j)
-                    epoch_losses.append(losses[k:k + take])
-                    k += take
-                    if j + take < n_batches:
-                        break
-                    epoch = (done_batches + k - 1) // n_batches
-                    epoch_loss = epoch_losses[0] if len(epoch_losses) == 1 else np.concatenate(epoch_losses)
-                    epoch_losses = []
-                    # Not `epoch_loss @ rows`: that is a BLAS call, which wakes NumPy's
-                    # own OpenBLAS threads, and they spin on the cores cbp's BLAS uses.
-                    logs = {"loss": float(np.sum(epoch_loss * rows) / n)}
-                    if val is not None:
-                        logs.update({f"val_{key}": v for key, v in
-                                     self._evaluate(*val, pool=steps_on_pool).items()})
-                    history._append(epoch, dict(logs))
-                    for cb in callbacks:
-                        stop = _is_true(cb(epoch, logs)) or stop
+                ran = self._engine.batches_run
+                try:
+                    with self._lock:
+                        state = optimizer._state_for(self)
+                        self._set_threads(batch_size, fused=state.fuses)
+                        # Steps may run on cbp's pool: then so does the
+                        # validation (see _evaluate).
+                        steps_on_pool = self._engine.pool
+                        start = time.perf_counter()
+                        done, status = self._engine.train_batches(
+                            state, X, y, w, order, g - first * n_batches, batch_size, count,
+                            losses)
+                        seconds = time.perf_counter() - start
+                    for epoch, loss in log.add(losses[:done]):
+                        logs = {"loss": loss}
+                        if val is not None:
+                            logs.update({f"val_{key}": v for key, v in
+                                         self._evaluate(*val, pool=steps_on_pool).items()})
+                        history._append(epoch, dict(logs))
+                        for cb in callbacks:
+                            stop = _is_true(cb(epoch, logs)) or stop
+                except BaseException:
+                    # Ctrl-C (or an error) around a call: the epochs it
+                    # finished still reach the History when they need
+                    # nothing else, and the generator is rewound.
+                    if spans:
+                        finished = min(max(self._engine.batches_run - ran, 0), count)
+                        for epoch, loss in log.add(losses[log.batches - g:finished]):
+                            logs = {"loss": loss}
+                            history._append(epoch, dict(logs))
+                    if shuffle:
+                        shuffles.rewind(log.batches // n_batches + 1)
+                    raise
                 if bar is not None and done:
                     bar.update(done)
-                    bar.set_postfix(epoch=(done_batches + done - 1) // n_batches,
+                    bar.set_postfix(epoch=(g + done - 1) // n_batches,
                                     loss=f"{losses[done - 1]:.4g}")
                 if status != _engine.OK:
-                    g = done_batches + done
+                    g += done
                     if shuffle:
-                        shuffles.rewind(g // n_batches)
+                        shuffles.rewind(g // n_batches + 1)
                     message = self._divergence_message(
                         status, losses[done],
                         f" at epoch {g // n_batches}, batch {g % n_batches}")
@@ -595,7 +636,8 @@ class Network:
                                     "with restore_best puts back its best epoch).")
                     self._train_end(callbacks, logs)
                     raise DivergenceError(message)
-                done_batches += done
+                if spans:
+                    seconds = time.perf_counter() - begun
                 per_call = _next_call_batches(per_call, count, seconds, most)
         finally:
             if bar is not None:

@@ -1023,8 +1023,10 @@ def test_train_batches_checks_its_epochs_and_order():
     assert engine.train_batches(state, X, y, None, None, 100, 4, 5, np.empty(5)) == (5, 0)
     with pytest.raises(ValueError, match="past the epochs in order"):
         engine.train_batches(state, X, y, None, order, 1, 4, 6, np.empty(6))
-    with pytest.raises(ValueError, match="expected 10 elements, got 15"):
+    with pytest.raises(ValueError, match="one permutation of the 10 rows per epoch, got 15"):
         engine.train_batches(state, X, y, None, order.ravel()[:15], 0, 4, 1, np.empty(1))
+    with pytest.raises(ValueError, match="one permutation of the 10 rows per epoch, got 9"):
+        engine.train_batches(state, X, y, None, order.ravel()[:9], 0, 4, 1, np.empty(1))
     with pytest.raises(TypeError):
         engine.train_batches(state, X, y, None, list(range(20)), 0, 4, 1, np.empty(1))
     bad = order.copy()
@@ -1040,3 +1042,102 @@ def test_train_batches_checks_its_epochs_and_order():
         engine.train_batches(state, X[:0], y[:0], None, None, 0, 4, 1, np.empty(1))
     with pytest.raises(ValueError, match="run past the data"):
         engine.train_batches(state, X, y, None, None, 2**62, 4, 2**62, np.empty(1))
+    # A row count whose product with the width wraps around is refused, not
+    # matched against a smaller array (2**60 empty rows of a 16-input
+    # network: 2**60 · 16 ≡ 0).
+    wide = cbp.Network.mlp([16, 3], seed=0)
+    wide._engine.reserve(4)
+    empty_rows = np.empty((2**60, 0), np.float32)
+    with pytest.raises(ValueError, match="exceed the address space"):
+        wide._engine.train_batches(cbp.SGD(lr=0.1)._state_for(wide), empty_rows,
+                                   np.zeros(0, np.int64), None, None, 0, 4, 1,
+                                   np.empty(1))
+
+
+def test_train_batches_counts_the_batches_it_completes():
+    net = cbp.Network.mlp([4, 3], seed=0)
+    X = np.ones((10, 4), np.float32)
+    y = np.zeros(10, np.int64)
+    state = cbp.SGD(lr=0.1)._state_for(net)
+    engine = net._engine
+    engine.reserve(4)
+    before = engine.batches_run
+    engine.train_batches(state, X, y, None, None, 0, 4, 7, np.empty(7))
+    assert engine.batches_run - before == 7
+    X[5, 0] = np.inf           # batch 1 of every epoch: the loss is not finite
+    done, status = engine.train_batches(state, X, y, None, None, 0, 4, 7, np.empty(7))
+    assert (done, status != 0) == (1, True) and engine.batches_run - before == 8
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("lands", ["before", "after"])
+@pytest.mark.parametrize("when", [1, 2, 3])
+def test_an_interrupt_around_a_spanning_call_keeps_history_and_generator_in_step(
+        when, lands):
+    """Ctrl-C lands just before the `when`-th C call (its shuffles drawn),
+    or after it has returned and before fit has read what it did: the
+    History holds every epoch finished, and the generator is rewound to
+    the epochs begun — as if each epoch had been a call of its own."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    net = cbp.Network.mlp([6, 8, 3], seed=1)
+    real = net._engine
+    calls, planned = [], []     # batches of each call run; epochs of shuffles of each call
+
+    class Interrupting:
+        def __getattr__(self, name):
+            attr = getattr(real, name)
+            if name != "train_batches":
+                return attr
+
+            def train_batches(state, X, y, w, order, first, batch_size, count, losses):
+                planned.append(len(order))
+                if len(calls) + 1 == when and lands == "before":
+                    raise _Interrupt
+                result = attr(state, X, y, w, order, first, batch_size, count, losses)
+                calls.append(count)
+                if len(calls) == when:
+                    raise _Interrupt      # the result never reaches fit
+                return result
+            return train_batches
+
+        def __setattr__(self, name, value):
+            setattr(real, name, value)
+
+    net._engine = Interrupting()
+    with pytest.raises(_Interrupt):
+        net.fit(X, y, epochs=500, batch_size=8, optimizer="sgd", progress=False)
+    trained = sum(calls)                          # 5 batches per epoch
+    assert when == 1 or planned[-1] > 1, planned  # the call interrupted spans epochs
+    assert len(net.history.history.get("loss", [])) == trained // 5
+    # The same batches, one epoch per call; then the generator compared.
+    twin = cbp.Network.mlp([6, 8, 3], seed=1)
+    if trained // 5:
+        twin.fit(X, y, epochs=trained // 5, batch_size=8, optimizer="sgd", progress=False,
+                 callbacks=[lambda epoch, logs: None])
+        assert twin.history.history["loss"] == net.history.history["loss"]
+    if lands == "before" or trained % 5:
+        twin._rng.permutation(40)                 # the shuffle of the epoch begun
+    assert twin._rng.bit_generator.state == net._rng.bit_generator.state
+
+
+def test_a_call_spanning_epochs_holds_at_most_order_bytes_of_shuffles(monkeypatch):
+    """A tiny network on many rows: each call's shuffles stay within
+    _ORDER_BYTES (one epoch's at least), whatever its pace asks."""
+    monkeypatch.setattr(cbp.network, "_ORDER_BYTES", 3 * 8 * 1000)   # 3 epochs of 1,000 rows
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1000, 2)).astype(np.float32)
+    y = rng.integers(0, 2, 1000)
+    net = cbp.Network.mlp([2, 2], seed=0)
+    log = CallLog(net)
+    net.fit(X, y, epochs=60, batch_size=100, optimizer="sgd", progress=False)
+    assert sum(c[1] for c in log.calls) == 600
+    assert max(c[2] for c in log.calls) == 3 and max(c[1] for c in log.calls) == 30
+    monkeypatch.setattr(cbp.network, "_ORDER_BYTES", 1)               # still one epoch
+    log = CallLog(net)
+    net.fit(X, y, epochs=5, batch_size=100, optimizer="sgd", progress=False)
+    assert max(c[2] for c in log.calls) == 1 and sum(c[1] for c in log.calls) == 50
