@@ -920,29 +920,36 @@ def test_how_fit_splits_its_calls_changes_nothing(monkeypatch, optimizer):
 # C calls that span epochs (no callbacks, no validation data)
 # --------------------------------------------------------------------------
 
+def wrap_train_batches(net, around):
+    """Put a proxy in front of the network's Engine whose train_batches(*args)
+    is around(the real train_batches, *args); all else passes through."""
+    real = net._engine
+
+    class Wrapped:
+        def __getattr__(self, name):
+            attr = getattr(real, name)
+            if name != "train_batches":
+                return attr
+            return lambda *args: around(attr, *args)
+
+        def __setattr__(self, name, value):
+            setattr(real, name, value)
+
+    net._engine = Wrapped()
+
+
 class CallLog:
-    """Wraps a network's Engine; records (first_batch, n_batches, epochs of
-    order) of each train_batches call."""
+    """Records (first_batch, n_batches, epochs of order) of each
+    train_batches call of a network."""
 
     def __init__(self, net):
-        real, calls = net._engine, []
-        self.calls = calls
+        self.calls = []
 
-        class Wrapped:
-            def __getattr__(self, name):
-                attr = getattr(real, name)
-                if name != "train_batches":
-                    return attr
+        def around(train_batches, state, X, y, w, order, first, batch_size, count, losses):
+            self.calls.append((first, count, None if order is None else len(order)))
+            return train_batches(state, X, y, w, order, first, batch_size, count, losses)
 
-                def train_batches(state, X, y, w, order, first, batch_size, count, losses):
-                    calls.append((first, count, None if order is None else len(order)))
-                    return attr(state, X, y, w, order, first, batch_size, count, losses)
-                return train_batches
-
-            def __setattr__(self, name, value):
-                setattr(real, name, value)
-
-        net._engine = Wrapped()
+        wrap_train_batches(net, around)
 
 
 def _fit_record(X, y, spans, **kwargs):
@@ -1010,13 +1017,19 @@ def test_a_fit_diverging_inside_a_spanning_call_ends_as_per_epoch(shuffle):
     assert spanning[2] == per_epoch[2]
 
 
-def test_train_batches_checks_its_epochs_and_order():
+def _ten_rows():
+    """A 4-3 network's engine ready for batches of 4, its SGD state, 10 rows."""
     net = cbp.Network.mlp([4, 3], seed=0)
     X = np.ones((10, 4), np.float32)
     y = np.zeros(10, np.int64)
     state = cbp.SGD(lr=0.1)._state_for(net)
     engine = net._engine
     engine.reserve(4)
+    return engine, state, X, y
+
+
+def test_train_batches_checks_its_epochs_and_order():
+    engine, state, X, y = _ten_rows()
     order = np.tile(np.arange(10, dtype=np.int64), (2, 1))     # 2 epochs of 3 batches
     assert engine.train_batches(state, X, y, None, order, 0, 4, 6, np.empty(6)) == (6, 0)
     assert engine.train_batches(state, X, y, None, order.ravel(), 2, 4, 4, np.empty(4)) == (4, 0)
@@ -1055,12 +1068,7 @@ def test_train_batches_checks_its_epochs_and_order():
 
 
 def test_train_batches_counts_the_batches_it_completes():
-    net = cbp.Network.mlp([4, 3], seed=0)
-    X = np.ones((10, 4), np.float32)
-    y = np.zeros(10, np.int64)
-    state = cbp.SGD(lr=0.1)._state_for(net)
-    engine = net._engine
-    engine.reserve(4)
+    engine, state, X, y = _ten_rows()
     before = engine.batches_run
     engine.train_batches(state, X, y, None, None, 0, 4, 7, np.empty(7))
     assert engine.batches_run - before == 7
@@ -1085,30 +1093,19 @@ def test_an_interrupt_around_a_spanning_call_keeps_history_and_generator_in_step
     X = rng.standard_normal((40, 6)).astype(np.float32)
     y = rng.integers(0, 3, 40)
     net = cbp.Network.mlp([6, 8, 3], seed=1)
-    real = net._engine
     calls, planned = [], []     # batches of each call run; epochs of shuffles of each call
 
-    class Interrupting:
-        def __getattr__(self, name):
-            attr = getattr(real, name)
-            if name != "train_batches":
-                return attr
+    def around(train_batches, state, X, y, w, order, first, batch_size, count, losses):
+        planned.append(len(order))
+        if len(calls) + 1 == when and lands == "before":
+            raise _Interrupt
+        result = train_batches(state, X, y, w, order, first, batch_size, count, losses)
+        calls.append(count)
+        if len(calls) == when:
+            raise _Interrupt      # the result never reaches fit
+        return result
 
-            def train_batches(state, X, y, w, order, first, batch_size, count, losses):
-                planned.append(len(order))
-                if len(calls) + 1 == when and lands == "before":
-                    raise _Interrupt
-                result = attr(state, X, y, w, order, first, batch_size, count, losses)
-                calls.append(count)
-                if len(calls) == when:
-                    raise _Interrupt      # the result never reaches fit
-                return result
-            return train_batches
-
-        def __setattr__(self, name, value):
-            setattr(real, name, value)
-
-    net._engine = Interrupting()
+    wrap_train_batches(net, around)
     with pytest.raises(_Interrupt):
         net.fit(X, y, epochs=500, batch_size=8, optimizer="sgd", progress=False)
     trained = sum(calls)                          # 5 batches per epoch
