@@ -856,7 +856,8 @@ def test_ctrl_c_during_a_fit_of_spanning_calls_keeps_the_epochs_trained(digits):
     how many batches ran.  The interrupt may land between an epoch's record
     and its History entry, hence one epoch of slack.  Where it lands is
     chance (with the except-branch's recording removed this failed one run
-    in three); the deterministic cases are the test after this one's."""
+    in three); the deterministic cases are in
+    test_an_interrupt_around_a_spanning_call_keeps_history_and_generator_in_step."""
     import _thread
     import threading
 
