@@ -143,6 +143,44 @@ def test_every_position_of_small_arrays(split_everything, dtype, parts):
                 assert on_openblas(lambda: check(engine, b)) is False, (size, i)
 
 
+def _extremes(dtype):
+    """Every kind of finite value, the largest first, and every kind of
+    non-finite one (NaN with other payloads and signs too), as bits."""
+    info = np.finfo(dtype)
+    finite = np.array([info.max, -info.max, info.tiny, -info.tiny, info.smallest_subnormal,
+                       -info.smallest_subnormal, 0.0, -0.0, 1.0, np.nextafter(info.max, 0)],
+                      dtype=dtype)
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    inf_bits = int(np.array(np.inf, dtype).view(uint))
+    sign = 1 << (8 * np.dtype(dtype).itemsize - 1)
+    nonfinite_bits = [inf_bits, inf_bits | sign, inf_bits + 1, inf_bits | (inf_bits >> 1),
+                      (sign - 1), (sign - 1) | sign]           # ±inf, NaNs (quiet, signalling)
+    nonfinite = np.array(nonfinite_bits, dtype=uint).view(dtype)
+    return finite, nonfinite
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("split", [False, True])
+def test_the_largest_finite_values_pass_and_every_nan_fails(dtype, split):
+    """±max, ±tiny, subnormals and ±0 are finite; ±inf and NaNs of any
+    payload and sign are not, on the caller and split over threads."""
+    engine = engine_of(dtype)
+    finite, nonfinite = _extremes(dtype)
+    old = _engine.set_finite_split_bytes(0 if split else 1 << 40)
+    try:
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            a = np.tile(finite, 7)
+            assert np.isfinite(a).all() and check(engine, a) is True
+            for bad in nonfinite:
+                assert not np.isfinite(bad)
+                for i in (0, a.size // 2, a.size - 1):
+                    b = a.copy()
+                    b[i] = bad
+                    assert check(engine, b) is False, (bad, i)
+    finally:
+        _engine.set_finite_split_bytes(old)
+
+
 def test_small_arrays_are_checked_by_the_caller():
     engine = engine_of(np.float32)
     a = big(np.float32, extra=-1)
