@@ -579,14 +579,14 @@ class Network:
             while log.batches < total and not stop:
                 begun = time.perf_counter()
                 g = log.batches     # batch g is batch g % n_batches of epoch g // n_batches
-                epoch = g // n_batches
-                count = min(per_call, (total if spans else (epoch + 1) * n_batches) - g,
-                            (epoch + span_epochs) * n_batches - g)
-                order, first = (shuffles.cover(epoch, (g + count - 1) // n_batches)
-                                if shuffle else (None, 0))
-                losses = np.empty(count)
-                ran = self._engine.batches_run
+                e0 = g // n_batches
+                count = min(per_call, (total if spans else (e0 + 1) * n_batches) - g,
+                            (e0 + span_epochs) * n_batches - g)
+                ran, losses = self._engine.batches_run, None
                 try:
+                    order, first = (shuffles.cover(e0, (g + count - 1) // n_batches)
+                                    if shuffle else (None, 0))
+                    losses = np.empty(count)
                     with self._lock:
                         state = optimizer._state_for(self)
                         self._set_threads(batch_size, fused=state.fuses)
@@ -609,8 +609,9 @@ class Network:
                 except BaseException:
                     # Ctrl-C (or an error) around a call: the epochs it
                     # finished still reach the History when they need
-                    # nothing else, and the generator is rewound.
-                    if spans:
+                    # nothing else, and the generator is rewound (also
+                    # when the call's shuffles were being drawn).
+                    if spans and losses is not None:
                         finished = min(max(self._engine.batches_run - ran, 0), count)
                         for epoch, loss in log.add(losses[log.batches - g:finished]):
                             logs = {"loss": loss}

@@ -1152,6 +1152,40 @@ def test_an_interrupt_around_a_spanning_call_keeps_history_and_generator_in_step
     assert twin._rng.bit_generator.state == net._rng.bit_generator.state
 
 
+@pytest.mark.parametrize("at_draw", [2, 8, 12])
+def test_an_interrupt_while_a_call_draws_its_shuffles_rewinds_the_generator(at_draw):
+    """Ctrl-C lands inside the `at_draw`-th permutation draw (some of them
+    for a call spanning epochs): the generator is put back to the epochs
+    begun, one draw each, and the History holds the epochs trained."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    net = cbp.Network.mlp([6, 8, 3], seed=1)
+    real, draws = net._rng, []
+
+    class Interrupting:
+        bit_generator = property(lambda self: real.bit_generator)
+
+        def permutation(self, n):
+            draws.append(n)
+            if len(draws) == at_draw:
+                raise _Interrupt
+            return real.permutation(n)
+
+    net._rng = Interrupting()
+    log = CallLog(net)
+    with pytest.raises(_Interrupt):
+        net.fit(X, y, epochs=500, batch_size=8, optimizer="sgd", progress=False)
+    trained = sum(c[1] for c in log.calls)            # 5 batches per epoch
+    assert trained % 5 == 0 and trained // 5 + 1 <= at_draw  # drawn ahead of training (8, 12)
+    assert len(net.history.history.get("loss", [])) == trained // 5
+    twin = cbp.Network.mlp([6, 8, 3], seed=1)._rng   # as initialised, before any shuffle
+    # the epochs trained and the one begun (unless its own draw was the one interrupted)
+    for _ in range(min(trained // 5 + 1, at_draw - 1)):
+        twin.permutation(40)
+    assert twin.bit_generator.state == real.bit_generator.state
+
+
 def test_a_call_spanning_epochs_holds_at_most_order_bytes_of_shuffles(monkeypatch):
     """A tiny network on many rows: each call's shuffles stay within
     _ORDER_BYTES (one epoch's at least), whatever its pace asks."""
