@@ -259,7 +259,7 @@ def aligned_empty(shape, dtype):
         if extent < 0:
             raise ValueError(f"aligned_empty: negative dimension in {shape}")
         count *= extent
-    cdef Py_ssize_t nbytes = count * dtype.itemsize
+    cdef Py_ssize_t nbytes = _elements(count, dtype.itemsize, "aligned_empty")
     cdef cnp.ndarray raw = np.empty(nbytes + 64, dtype=np.uint8)
     cdef Py_ssize_t offset = (64 - <size_t>cnp.PyArray_DATA(raw) % 64) % 64
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
@@ -285,7 +285,7 @@ cdef bint _all_finite(cnp.ndarray a, int typenum):
     return ok != 0
 
 
-def all_finite(cnp.ndarray a):
+def all_finite(cnp.ndarray a not None):
     """Whether every element of `a` is finite, without the temporary
     boolean array of ``np.isfinite(a).all()``.  `a` is a C-contiguous,
     aligned float32 or float64 array (the callers' converted data)."""
@@ -718,7 +718,7 @@ cdef class Engine:
         self.batches_run += done
         return done, status
 
-    def all_finite(self, cnp.ndarray a, int threads=1, int pool=0, Py_ssize_t rows=2):
+    def all_finite(self, cnp.ndarray a not None, int threads=1, int pool=0, Py_ssize_t rows=2):
         """Whether every element of `a` (C-contiguous, aligned, of this
         engine's dtype) is finite.  From the split size on (see
         set_finite_split_bytes), `a` is read by the threads of training

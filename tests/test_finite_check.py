@@ -213,6 +213,11 @@ def test_bad_arrays_are_refused():
         engine.all_finite(np.zeros(10))
     with pytest.raises(ValueError, match="C-contiguous"):
         engine.all_finite(np.zeros((10, 10), np.float32)[:, ::2])
+    for not_an_array in (None, [1.0, 2.0]):     # never read as an ndarray
+        with pytest.raises(TypeError):
+            engine.all_finite(not_an_array)
+        with pytest.raises(TypeError):
+            _engine.all_finite(not_an_array)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -948,3 +948,28 @@ def test_rows_of_weight_zero_are_absent_even_where_their_loss_overflows(dtype):
     assert loss == pytest.approx(net.backward(X[1:], y[1:]), rel=1e-6)
     for g, h in zip(grads, net.gradients()):
         np.testing.assert_allclose(g, h, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [7, (3, 5), (128, 784), (0, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_buffers_start_on_a_cache_line(shape, dtype):
+    """Parameters and workspace live in aligned_empty / aligned_zeros
+    buffers: the shape and dtype asked for, 64-byte aligned (nothing to
+    align when empty), zeros where asked."""
+    from cbp import _engine
+    a, z = _engine.aligned_empty(shape, dtype), _engine.aligned_zeros(shape, dtype)
+    expected = shape if isinstance(shape, tuple) else (shape,)
+    for b in (a, z):
+        assert b.shape == expected and b.dtype == dtype and b.flags.c_contiguous
+        assert b.size == 0 or b.ctypes.data % 64 == 0
+    assert not z.any()
+
+
+def test_aligned_buffers_refuse_impossible_sizes():
+    from cbp import _engine
+    with pytest.raises(ValueError, match="negative dimension"):
+        _engine.aligned_empty((2, -1), np.float32)
+    with pytest.raises(ValueError, match="exceed the address space"):
+        _engine.aligned_empty(2**62, np.float64)          # 2**65 bytes
+    with pytest.raises(OverflowError):
+        _engine.aligned_empty((2**61, 8), np.float64)     # 2**64 elements
