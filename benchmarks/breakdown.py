@@ -1,21 +1,27 @@
 """Where cbp ``fit``'s time above the BLAS floor goes, one configuration at
 a time, measured side by side in one process.
 
-Five contenders, interleaved over rounds (the order rotating), each timing
+Six contenders, interleaved over rounds (the order rotating), each timing
 K consecutive steps of the same network (SGD lr 0.01, fused path):
 
   floor     the BLAS calls of a step alone (``Engine.blas_floor``), K reps
-  same      the C training loop (``Engine.train_batches``) on K copies of
-            one batch: the whole step, data hot in cache
+            on one batch, which stays in cache
+  hot       the C training loop (``Engine.train_batches``) on that same
+            batch K times (a data set of one batch, K epochs): the whole
+            step, its data in cache as the floor's
+  same      the C loop on K copies of that batch, one after another in
+            memory: the same arithmetic, each batch read from memory
   seq       the C loop on K different batches in sequence (no shuffle)
   shuffled  the C loop gathering shuffled rows, as ``fit`` does
   fit       ``Network.fit(X, y, epochs=1, shuffle=True)`` on the same data:
             adds the per-call work (validating X, the permutation, the
             Python loop around the C calls)
 
-So ``same ÷ floor`` is the step's own element-wise work (bias rows,
-activations, loss, σ', bias sums, the overflow guard), ``shuffled − seq``
-the gather, ``fit − shuffled`` the per-call work.  Uses the engine's
+So ``hot ÷ floor`` is the step's own element-wise work (bias rows,
+activations, loss, σ', bias sums, the overflow guard), ``same − hot`` the
+trip to memory for each batch's rows (which the floor, on one batch, never
+makes), ``shuffled − seq`` the gather, ``fit − shuffled`` the per-call
+work.  Uses the engine's
 private entry points; a diagnostic, not part of the suite's targets.
 
     python benchmarks/breakdown.py M128            # also S1 S32 M1 M32 M128d L256
@@ -63,6 +69,7 @@ def main(argv=None):
 
     contenders = {
         "floor": lambda: engine.blas_floor(xb, 0.01, k),
+        "hot": lambda: engine.train_batches(state, xb, yb, None, None, 0, batch, k, losses),
         "same": lambda: engine.train_batches(state, X_same, y_same, None, None, 0, batch, k,
                                              losses),
         "seq": lambda: engine.train_batches(state, X, y, None, None, 0, batch, k, losses),
