@@ -405,9 +405,12 @@ def cmd_gradcheck(args, out) -> int:
 
 
 def cmd_bench(args, out) -> int:
+    extra = list(args.suite_args)
     if args.full:
-        extra = list(args.suite_args)
         return _run_full_benchmarks(extra[1:] if extra[:1] == ["--"] else extra)
+    if extra:
+        raise UsageError(f"bench: unrecognized arguments: {' '.join(extra)} (arguments for "
+                         "the full suite go after 'bench --full --')")
     from . import _bench
 
     return _bench.run(args.seconds, out)
@@ -559,7 +562,7 @@ def main(argv=None) -> int:
         return 1
     except MemoryError:
         return fail("out of memory (are the layers or the data too large?)", 1)
-    except (CBPError, ValueError, TypeError, OSError) as exc:
+    except (CBPError, ValueError, TypeError, OSError, FloatingPointError) as exc:
         return fail(_one_line(exc), 1)
 
 

@@ -9,11 +9,14 @@ two members:
 - ``params.npy``: the flat parameter buffer ``[W1, b1, W2, b2, …]``.
 
 Loading never unpickles (``allow_pickle=False`` and plain numeric arrays
-only), checks every member's declared size before reading it, checks the
-architecture against a schema, the parameters' count, dtype and SHA-256,
-and raises :class:`~cbp.ModelFormatError` for anything else.  Saving writes
-a temporary file in the target's directory, fsyncs it and renames it over
-the target, so a failure at any point leaves the previous file intact.
+only), reads only a regular file, only uncompressed members, and checks
+every member's declared size (in the archive and in its ``.npy`` header)
+before reading or allocating it, then the architecture against a schema
+and the parameters' count, dtype and SHA-256; it raises
+:class:`~cbp.ModelFormatError` for anything else.  Saving writes a
+temporary file in the target's directory (with an existing target's
+permissions), fsyncs it and renames it over the target, so a failure at
+any point leaves the previous file intact.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import io as _io
 import json
 import os
 import secrets
+import stat
 import zipfile
 
 import numpy as np
@@ -69,6 +73,12 @@ def _create_temp(directory: str):
     raise FileExistsError(f"could not create a temporary file in {directory!r}")
 
 
+def _naming(exc: OSError, path: str) -> OSError:
+    """`exc` (which has an errno) as the same kind of OSError about `path`,
+    the file the caller asked for, rather than the hidden temporary file."""
+    return type(exc)(exc.errno, f"cannot save to {path!r}: {exc.strerror}", path)
+
+
 def save(net, path) -> None:
     """Write `net` to `path` atomically (see the module docstring).
 
@@ -87,6 +97,9 @@ def save(net, path) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot save to {path!r}: it is a directory, expected a "
                                 "file name")
+    if not os.path.basename(path):
+        raise ValueError(f"cannot save to {path!r}: expected a file name, got "
+                         f"{'an empty path' if not path else 'a path ending in a separator'}")
     with net._lock:
         params = net._params.copy()
         config = net.get_config()
@@ -94,11 +107,26 @@ def save(net, path) -> None:
             "n_params": int(params.size), "dtype": params.dtype.name,
             "sha256": _digest(config, params)}
     meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    if meta_bytes.size > _MAX_META_BYTES:  # load would refuse the file
+        raise ValueError(f"cannot save a network of {len(config['layers'])} layers: its "
+                         f"description takes {meta_bytes.size} bytes, more than the "
+                         f"{_MAX_META_BYTES} a model file may hold")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-    fd, tmp = _create_temp(directory)
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = None  # a new file: what open(path, "wb") would give it
+    try:
+        fd, tmp = _create_temp(directory)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise _naming(exc, path) from exc
+    try:
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
                 zf.writestr("meta.npy", _npy_bytes(meta_bytes))
@@ -106,11 +134,13 @@ def save(net, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _naming(exc, path) from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(directory, os.O_RDONLY)
@@ -125,7 +155,13 @@ def save(net, path) -> None:
 
 
 def _read_npy(zf: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndarray:
+    """Member `name`, a plain array of at most `max_bytes` bytes: its sizes
+    in the archive and in its .npy header are checked before it is read or
+    allocated, and only as many bytes as the header declares are taken."""
     info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ModelFormatError(f"member {name} is compressed; cbp writes model files "
+                               "uncompressed")
     if info.file_size > max_bytes + _NPY_HEADER_BYTES:
         raise ModelFormatError(f"member {name} declares {info.file_size} bytes, more than "
                                f"the {max_bytes} its content may take")
@@ -133,10 +169,34 @@ def _read_npy(zf: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndarray:
         data = f.read(max_bytes + _NPY_HEADER_BYTES + 1)
     if len(data) > max_bytes + _NPY_HEADER_BYTES:
         raise ModelFormatError(f"member {name} is larger than expected")
+    fp = _io.BytesIO(data)
     try:
-        return np.lib.format.read_array(_io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:  # includes "Object arrays cannot be loaded…"
-        raise ModelFormatError(f"member {name} is not a plain numeric array: {exc}") from None
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+                fp, max_header_size=_NPY_HEADER_BYTES)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+                fp, max_header_size=_NPY_HEADER_BYTES)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except ValueError as exc:
+        raise ModelFormatError(f"member {name} is not a .npy array: {exc}") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise ModelFormatError(f"member {name} is not a plain numeric array: dtype {dtype}")
+    count = 1
+    for dim in shape:
+        count *= dim  # Python integers: no overflow
+    offset = fp.tell()
+    if count * dtype.itemsize > max_bytes:
+        raise ModelFormatError(f"member {name} declares {count * dtype.itemsize} bytes of "
+                               f"data, more than the {max_bytes} its content may take")
+    if count * dtype.itemsize != len(data) - offset:
+        raise ModelFormatError(f"member {name} declares shape {tuple(shape)} of {dtype} "
+                               f"({count * dtype.itemsize} bytes) but holds "
+                               f"{len(data) - offset} bytes")
+    a = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return (a.reshape(shape[::-1]).T if fortran else a.reshape(shape)).copy()
 
 
 def _check_architecture(arch) -> dict:
@@ -198,6 +258,8 @@ def load(path):
         raise FileNotFoundError(f"no such model file: {path!r}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path!r} is a directory, expected a model file")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero, a FIFO: never-ending reads
+        raise ModelFormatError(f"{path!r} is not a regular file, expected a model file")
     try:
         with zipfile.ZipFile(path, "r") as zf:
             names = set(zf.namelist())

@@ -514,3 +514,33 @@ def test_csv_header_rule(tmp_path):
     path.write_text("a,b,target\n1,x,0\n")  # after a header: no hint
     with pytest.raises(cli.DataError, match=r"line 2, column 2: 'x' is not a number$"):
         cli._read_csv(path)
+
+
+# ---------------------------------------------------------------- errors found by review
+def test_predict_overflow_is_a_one_line_error(tmp_path, model, capsys):
+    """FloatingPointError (the outputs overflow float32) once escaped main
+    as a traceback."""
+    big = tmp_path / "big.npz"
+    np.savez(big, X=np.full((2, N_IN), 3e38))
+    code, out, err = run(capsys, "predict", "--model", model, "--data", big)
+    assert code == 1
+    assert_one_line_error(err, "overflowed float32")
+
+
+def test_predict_with_non_finite_parameters_says_so(tmp_path, capsys):
+    net = cbp.Network.mlp([N_IN, 4, N_CLASSES], activation="relu", seed=0)
+    net.layers[0].W[...] = np.abs(net.layers[0].W)
+    net.layers[0].W[0, 0] = np.nan
+    path = tmp_path / "nan.npz"
+    net.save(path)
+    X = tmp_path / "X.npz"
+    np.savez(X, X=np.ones((2, N_IN)))
+    code, out, err = run(capsys, "predict", "--model", path, "--data", X)
+    assert code == 1
+    assert_one_line_error(err, "parameters hold NaN or infinity")
+
+
+def test_bench_refuses_stray_arguments(capsys):
+    code, out, err = run(capsys, "bench", "--seconds", 0.05, "foo", "bar")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "unrecognized arguments: foo bar")

@@ -683,3 +683,132 @@ def test_edited_architecture_with_valid_zip_is_refused(saved, tmp_path):
     write_zip(out, {"meta.npy": meta_npy(meta), "params.npy": member_bytes(path, "params.npy")})
     with pytest.raises(cbp.ModelFormatError, match="checksum"):
         cbp.load(out)
+
+
+# ---------------------------------------------------------------- hostile files and paths
+def _npy_header(shape, descr="<f4"):
+    h = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    h += b" " * (63 - (10 + len(h)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h
+
+
+@pytest.mark.parametrize("member,shape,descr", [
+    ("params.npy", (2**40,), "<f4"),     # 4 TiB: NumPy would allocate it before reading
+    ("params.npy", (2**20,), "<f4"),     # 4 MiB declared, nothing held
+    ("meta.npy", (2**36,), "|u1"),
+    ("params.npy", (3, 2**62), "<f8"),   # a count that overflows int64
+    ("params.npy", (50,), "<f4"),        # within the limit, but not held
+])
+def test_npy_header_declaring_more_than_the_member_holds(saved, tmp_path, member, shape, descr):
+    """The .npy header's shape is checked against the bytes the member
+    holds before anything is allocated (a tiny file once made load try to
+    allocate the declared 4 TiB and fail with MemoryError)."""
+    _, path = saved
+    members = {name: member_bytes(path, name) for name in ("meta.npy", "params.npy")}
+    members[member] = _npy_header(shape, descr)
+    bad = tmp_path / "bad.npz"
+    write_zip(bad, members)
+    with pytest.raises(cbp.ModelFormatError, match=f"member {member} declares"):
+        cbp.load(bad)
+
+
+def test_npy_member_of_a_non_numeric_dtype(saved, tmp_path):
+    _, path = saved
+    members = {name: member_bytes(path, name) for name in ("meta.npy", "params.npy")}
+    members["params.npy"] = npy(np.array(["a", "b"]))
+    bad = tmp_path / "bad.npz"
+    write_zip(bad, members)
+    with pytest.raises(cbp.ModelFormatError, match="not a plain numeric array"):
+        cbp.load(bad)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                                         zipfile.ZIP_LZMA])
+def test_compressed_members_are_refused(saved, tmp_path, compression):
+    """save writes members uncompressed; a compressed one (a decompression
+    bomb whose sizes agree with its metadata, or a damaged stream raising
+    zlib or LZMA errors) is refused before it is decompressed."""
+    _, path = saved
+    members = {name: member_bytes(path, name) for name in ("meta.npy", "params.npy")}
+    packed = tmp_path / "packed.npz"
+    write_zip(packed, members, compression=compression)
+    with pytest.raises(cbp.ModelFormatError, match="compressed"):
+        cbp.load(packed)
+    data = bytearray(packed.read_bytes())
+    for offset in range(30, len(data) - 30, 7):   # damaged streams: never zlib.error & co.
+        damaged = bytearray(data)
+        damaged[offset] ^= 0xFF
+        bad = tmp_path / "damaged.npz"
+        bad.write_bytes(bytes(damaged))
+        with pytest.raises(cbp.ModelFormatError):
+            cbp.load(bad)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_load_refuses_a_device():
+    """/dev/zero once kept zipfile reading (gigabytes) forever."""
+    with pytest.raises(cbp.ModelFormatError, match="not a regular file"):
+        cbp.load("/dev/zero")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_load_refuses_a_fifo(tmp_path):
+    """A FIFO with no writer once blocked load in open() for good."""
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(cbp.ModelFormatError, match="not a regular file"):
+        cbp.load(fifo)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_save_keeps_an_existing_files_permissions(tmp_path, mode):
+    """Replacing a private model file must not make it world-readable."""
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"")
+    os.chmod(path, mode)
+    net = make_net()
+    net.save(path)
+    assert os.stat(path).st_mode & 0o777 == mode
+    assert_same_network(net, cbp.load(path))
+
+
+@pytest.mark.parametrize("name", sorted({"", "newname/", "newname" + os.sep}))
+def test_save_needs_a_file_name(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="expected a file name"):
+        make_net().save(name)
+    assert os.listdir(tmp_path) == [] and os.listdir(tmp_path.parent).count("newname") == 0
+
+
+def test_save_errors_name_the_target_not_the_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied", src)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    target = tmp_path / "model.npz"
+    with pytest.raises(PermissionError) as info:
+        make_net().save(target)
+    monkeypatch.undo()
+    assert str(target) in str(info.value) and ".cbp-" not in str(info.value)
+    assert info.value.errno == errno.EACCES and info.value.filename == str(target)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path, monkeypatch):
+    """A description longer than load accepts (some 13,000 layers) is
+    refused by save, not written into a file that cannot be read back."""
+    net = make_net()
+    path = tmp_path / "m.npz"
+    net.save(path)
+    size = len(np.load(io.BytesIO(member_bytes(path, "meta.npy"))))
+    monkeypatch.setattr(cbp.io, "_MAX_META_BYTES", size - 1)
+    with pytest.raises(ValueError, match="more than the"):
+        net.save(tmp_path / "other.npz")
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]
+    with pytest.raises(cbp.ModelFormatError):
+        cbp.load(path)
+    monkeypatch.setattr(cbp.io, "_MAX_META_BYTES", size)
+    assert_same_network(net, cbp.load(path))
