@@ -130,6 +130,14 @@ def check_sample_weight(w, n: int, dtype: np.dtype):
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},) (one weight per row), "
                          f"got {shape_str(a.shape)}")
+    if a.dtype.kind == "f" and a.size:
+        with np.errstate(invalid="ignore"):
+            top = float(np.max(a))
+        if 0 < top < float(np.finfo(dtype).tiny) * 2.0**64:
+            # Weights this small would lose their digits, or all become 0, in
+            # `dtype`: scaled by a power of two (max into [0.5, 1)), which
+            # leaves every wᵢ / Σ wᵢ, so the loss and the training, as they are.
+            a = np.ldexp(a.astype(np.float64), -np.frexp(top)[1])
     a = _finite_of_dtype("sample_weight", a, dtype)
     if a.size and a.min() < 0:
         raise ValueError(f"sample_weight must be non-negative; row "

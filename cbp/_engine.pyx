@@ -532,7 +532,7 @@ cdef class Engine:
 
     def ready(self, X, target, sample_weight=None):
         """True when X, target and sample_weight can go to C as they are:
-        exact dtypes, C-contiguous, consistent shapes, at least one row,
+        exact dtypes in native byte order, C-contiguous, consistent shapes, at least one row,
         X and the weights finite, weights non-negative, labels in range.
         False sends the caller to the full validation in Python, which
         converts what it can and explains what it cannot.  Checked in C,
@@ -543,13 +543,17 @@ cdef class Engine:
         if not cnp.PyArray_Check(X) or not cnp.PyArray_Check(target):
             return False
         x = <cnp.ndarray>X
+        # PyArray_TYPE does not see the byte order: a big-endian X (or
+        # target) has the type of a native one, and C would misread it.
         if (cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_TYPE(x) != self.typenum
+                or not cnp.PyArray_ISNOTSWAPPED(x)
                 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_ISALIGNED(x)
                 or cnp.PyArray_DIM(x, 1) != self.n_in or cnp.PyArray_DIM(x, 0) < 1):
             return False
         n = cnp.PyArray_DIM(x, 0)
         t = <cnp.ndarray>target
-        if not cnp.PyArray_IS_C_CONTIGUOUS(t) or not cnp.PyArray_ISALIGNED(t):
+        if (not cnp.PyArray_IS_C_CONTIGUOUS(t) or not cnp.PyArray_ISALIGNED(t)
+                or not cnp.PyArray_ISNOTSWAPPED(t)):
             return False
         if self.net.loss == CBP_LOSS_SOFTMAX_CE:
             if (cnp.PyArray_TYPE(t) != cnp.NPY_INT64 or cnp.PyArray_NDIM(t) != 1

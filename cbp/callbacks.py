@@ -129,6 +129,9 @@ class EarlyStopping:
         if not math.isfinite(min_delta) or min_delta < 0:
             raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta}")
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        if not isinstance(restore_best, (bool, np.bool_)):
+            raise TypeError(f"restore_best must be True or False, got "
+                            f"{type(restore_best).__name__} {restore_best!r}")
         self.restore_best = bool(restore_best)
         self.maximize = "accuracy" in monitor or monitor.endswith("acc")
         self._network = None

@@ -113,7 +113,10 @@ class Dense:
     @property
     def dW(self) -> np.ndarray:
         """Gradient of the loss with respect to ``W``, filled by
-        ``Network.backward`` (and by each training step)."""
+        ``Network.backward`` and by training steps with an optimizer that
+        stores it: not plain SGD (no momentum, no weight decay), whose
+        update is folded into the products, so ``dW`` keeps what was
+        written before."""
         return self._view(2, "dW")
 
     @property

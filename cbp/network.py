@@ -378,6 +378,10 @@ class Network:
         a NaN softmax or an argmax taken over NaN."""
         if not _engine.all_finite(out):
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            if not _engine.all_finite(self._params):
+                raise FloatingPointError(
+                    f"the network's output for row {row} of X is not finite: its parameters "
+                    f"hold NaN or infinity (set by hand, or loaded from such a file)")
             raise FloatingPointError(
                 f"the network's output for row {row} of X is not finite: the forward pass "
                 f"overflowed {self.dtype} (largest finite {np.finfo(self.dtype).max:.3g}) on "
@@ -845,8 +849,24 @@ class Network:
         -------
         Network
         """
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict (as get_config returns), got "
+                            f"{type(config).__name__}")
+        missing = [key for key in ("layers", "loss", "dtype") if key not in config]
+        if missing:
+            raise ValueError(f"config lacks {', '.join(map(repr, missing))}: expected the keys "
+                             f"of get_config() (layers, loss, dtype, seed), got {sorted(config)}")
+        specs = config["layers"]
+        if not isinstance(specs, (list, tuple)) or not specs:
+            raise ValueError(f"config['layers'] must be a non-empty list of layer configs, "
+                             f"got {specs!r}")
+        keys = ("in_features", "out_features", "activation")
+        for i, c in enumerate(specs):
+            if not isinstance(c, dict) or any(key not in c for key in keys):
+                raise ValueError(f"config['layers'][{i}] must be a dict with in_features, "
+                                 f"out_features and activation, got {c!r}")
         layers = [Dense(c["in_features"], c["out_features"], activation=c["activation"])
-                  for c in config["layers"]]
+                  for c in specs]
         return cls(layers, loss=config["loss"], dtype=config["dtype"], seed=config.get("seed"))
 
     def save(self, path) -> None:

@@ -406,6 +406,14 @@ def test_early_stopping_patience_counts_as_keras():
                   [1.0, 1.0, 1.0], "loss") == 2
 
 
+@pytest.mark.parametrize("value", ["False", 0, 1, None, [True]])
+def test_early_stopping_restore_best_must_be_a_bool(value):
+    """restore_best="False" once meant True (bool of a non-empty string)."""
+    with pytest.raises(TypeError, match="restore_best must be True or False"):
+        cbp.EarlyStopping(restore_best=value)
+    assert cbp.EarlyStopping(restore_best=np.False_).restore_best is False
+
+
 def test_early_stopping_min_delta():
     seq = [1.0, 0.95, 0.93, 0.92]
     assert _drive(cbp.EarlyStopping("loss", patience=2, min_delta=0.1, restore_best=False),

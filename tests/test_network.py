@@ -973,3 +973,101 @@ def test_aligned_buffers_refuse_impossible_sizes():
         _engine.aligned_empty(2**62, np.float64)          # 2**65 bytes
     with pytest.raises(OverflowError):
         _engine.aligned_empty((2**61, 8), np.float64)     # 2**64 elements
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss,out", [("softmax_cross_entropy", 3), ("mse", 2)])
+def test_train_step_big_endian_is_converted_never_misread(dtype, loss, out):
+    """train_step's fast path took a byte-swapped X (or target) of the
+    network's dtype as it was: C read the swapped bytes (a loss of 9.8e36
+    instead of 1.70), and its NaN check missed a NaN."""
+    X, y = make_data(loss, n=9, n_out=out, seed=5)
+    X = X.astype(dtype)
+    swapped = X.astype(X.dtype.newbyteorder(">" if np.little_endian else "<"))
+    y_swapped = y
+    if loss == "mse":
+        y = y.astype(dtype)
+        y_swapped = y.astype(y.dtype.newbyteorder(">" if np.little_endian else "<"))
+    for opt in ("sgd", "adam"):
+        a, b = make_net(loss, n_out=out, dtype=dtype, seed=1), make_net(loss, n_out=out, dtype=dtype, seed=1)
+        for Xv, yv in ((swapped, y), (X, y_swapped), (swapped, y_swapped)):
+            assert b.train_step(Xv, yv, opt) == a.train_step(X, y, opt)
+            assert_params_equal(params_of(a), params_of(b))
+    bad = X.copy()
+    bad[4, 2] = np.nan
+    bad = bad.astype(swapped.dtype)
+    net = make_net(loss, n_out=out, dtype=dtype, seed=1)
+    before = params_of(net)
+    with pytest.raises(ValueError, match="row 4"):
+        net.train_step(bad, y, "sgd")
+    assert_params_equal(params_of(net), before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_sample_weights_are_not_lost(dtype):
+    """Weights far below the dtype's smallest normal number (1e-50 in
+    float32 rounds to 0) once made fit a silent no-op with loss 0, and
+    evaluate claim they sum to 0; the loss Σ wᵢ lᵢ / Σ wᵢ does not depend on
+    their scale, and weights scaled by a power of two train bit for bit as
+    the unscaled ones."""
+    X, y = make_data("softmax_cross_entropy", n=12, seed=6)
+    w = np.random.default_rng(7).uniform(0.5, 3, size=12)
+    w[2] = 0
+    tiny = np.finfo(dtype).tiny
+    runs = []
+    # (scales that keep every weight a normal float64: their digits intact)
+    for weights in (w, w * 2.0**-200, w * 2.0**-1000, w * (4 * tiny)):
+        net = make_net(dtype=dtype, seed=2)
+        h = net.fit(X, y, epochs=3, batch_size=5, optimizer=cbp.SGD(lr=0.1, momentum=0.9),
+                    sample_weight=weights, progress=False)
+        runs.append((h.history["loss"], params_of(net),
+                     net.evaluate(X, y, sample_weight=weights)["loss"]))
+    for losses, params, evaluated in runs[1:]:
+        assert losses == runs[0][0]
+        assert evaluated == runs[0][2]
+        for p, q in zip(params, runs[0][1]):
+            assert np.array_equal(p, q)
+    # Not a power of two: the same training up to the rounding of the weights.
+    net = make_net(dtype=dtype, seed=2)
+    h = net.fit(X, y, epochs=3, batch_size=5, optimizer=cbp.SGD(lr=0.1, momentum=0.9),
+                sample_weight=w * 1e-50, progress=False)
+    np.testing.assert_allclose(h.history["loss"], runs[0][0],
+                               rtol=1e-5 if dtype == "float32" else 1e-12)
+    # Mixed scales: the tiny weights are negligible beside the others, as before.
+    mixed = w.copy()
+    mixed[5] = 1e-60
+    net = make_net(dtype=dtype, seed=2)
+    assert np.isfinite(net.evaluate(X, y, sample_weight=mixed)["loss"])
+
+
+def test_from_config_refuses_bad_configs_clearly():
+    good = make_net().get_config()
+    with pytest.raises(TypeError, match="config must be a dict"):
+        cbp.Network.from_config([good])
+    for config, fragment in [({}, "lacks 'layers', 'loss', 'dtype'"),
+                             ({"layers": []}, "lacks 'loss', 'dtype'"),
+                             ({**good, "layers": []}, "non-empty list"),
+                             ({**good, "layers": "dense"}, "non-empty list"),
+                             ({**good, "layers": [{"in_features": 5}]}, r"config\['layers'\]\[0\]"),
+                             ({**good, "layers": [good["layers"][0], 7]}, r"config\['layers'\]\[1\]")]:
+        with pytest.raises(ValueError, match=fragment):
+            cbp.Network.from_config(config)
+    copy_ = cbp.Network.from_config(good)
+    assert copy_.get_config() == good
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_outputs_of_non_finite_parameters_say_so(bad):
+    """Non-finite outputs from non-finite parameters are not an overflow
+    on finite inputs: the message names the parameters."""
+    net = make_net(dtype="float32", activation="relu")
+    X = np.ones((3, 5))
+    net.layers[0].W[...] = np.abs(net.layers[0].W)   # so that inf reaches the outputs
+    net.layers[0].W[1, 1] = bad
+    for call in (net.forward, net.predict, net.predict_proba):
+        with pytest.raises(FloatingPointError, match="its parameters hold NaN or infinity"):
+            call(X)
+    net.layers[0].W[1, 1] = 0
+    net.layers[0].W[...] = 1e30
+    with pytest.raises(FloatingPointError, match="overflowed float32"):
+        net.forward(np.full((1, 5), 1e30))
