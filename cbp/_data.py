@@ -132,17 +132,24 @@ def check_sample_weight(w, n: int, dtype: np.dtype):
                          f"got {shape_str(a.shape)}")
     if a.dtype.kind == "f" and a.size:
         with np.errstate(invalid="ignore"):
-            top = float(np.max(a))
-        if 0 < top < float(np.finfo(dtype).tiny) * 2.0**64:
-            # Weights this small would lose their digits, or all become 0, in
-            # `dtype`: scaled by a power of two (max into [0.5, 1)), which
-            # leaves every wᵢ / Σ wᵢ, so the loss and the training, as they are.
+            top, bottom = float(np.max(a)), float(np.min(a))
+        info = np.finfo(dtype)
+        if bottom >= 0 and (0 < top < float(info.tiny) * 2.0**64
+                or float(info.max) / (2.0 * a.size) < top <= float(info.max)):
+            # Weights so small that they would lose their digits, or all
+            # become 0, in `dtype`, or so large that their sum would overflow
+            # (Σ wᵢ = inf makes every wᵢ / Σ wᵢ zero): scaled by a power of
+            # two (max into [0.5, 1)), which leaves every wᵢ / Σ wᵢ, so the
+            # loss and the training, as they are.  A weight beyond the dtype
+            # is refused below, as any value beyond it, and so are negative or
+            # non-finite weights (before any scaling, so the message shows them).
             a = np.ldexp(a.astype(np.float64), -np.frexp(top)[1])
-    a = _finite_of_dtype("sample_weight", a, dtype)
-    if a.size and a.min() < 0:
+    with np.errstate(invalid="ignore"):
+        negative = a < 0  # as given: a tiny negative weight would round to -0.0
+    if negative.any():
         raise ValueError(f"sample_weight must be non-negative; row "
-                         f"{int(np.flatnonzero(a < 0)[0])} holds {a[a < 0][0].item()!r}")
-    return a
+                         f"{int(np.flatnonzero(negative)[0])} holds {a[negative][0].item()!r}")
+    return _finite_of_dtype("sample_weight", a, dtype)
 
 
 def check_nonempty(n: int, what: str = "X") -> None:

@@ -408,7 +408,7 @@ def cmd_bench(args, out) -> int:
     extra = list(args.suite_args)
     if args.full:
         return _run_full_benchmarks(extra[1:] if extra[:1] == ["--"] else extra)
-    if extra:
+    if extra and extra != ["--"]:
         raise UsageError(f"bench: unrecognized arguments: {' '.join(extra)} (arguments for "
                          "the full suite go after 'bench --full --')")
     from . import _bench

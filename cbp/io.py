@@ -76,7 +76,7 @@ def _create_temp(directory: str):
 def _naming(exc: OSError, path: str) -> OSError:
     """`exc` (which has an errno) as the same kind of OSError about `path`,
     the file the caller asked for, rather than the hidden temporary file."""
-    return type(exc)(exc.errno, f"cannot save to {path!r}: {exc.strerror}", path)
+    return type(exc)(exc.errno, exc.strerror, path)
 
 
 def save(net, path) -> None:
@@ -97,6 +97,9 @@ def save(net, path) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot save to {path!r}: it is a directory, expected a "
                                 "file name")
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError(f"cannot save to {path!r}: it is not a regular file (a device, a "
+                         "FIFO or a socket would be replaced), expected a file name")
     if not os.path.basename(path):
         raise ValueError(f"cannot save to {path!r}: expected a file name, got "
                          f"{'an empty path' if not path else 'a path ending in a separator'}")
@@ -175,7 +178,7 @@ def _read_npy(zf: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndarray:
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(
                 fp, max_header_size=_NPY_HEADER_BYTES)
-        elif version == (2, 0):
+        elif version in ((2, 0), (3, 0)):  # 3.0: a UTF-8 header, ASCII for numeric dtypes
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(
                 fp, max_header_size=_NPY_HEADER_BYTES)
         else:

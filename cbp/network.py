@@ -12,6 +12,7 @@ import copy as _copy
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -378,14 +379,18 @@ class Network:
         a NaN softmax or an argmax taken over NaN."""
         if not _engine.all_finite(out):
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-            if not _engine.all_finite(self._params):
-                raise FloatingPointError(
-                    f"the network's output for row {row} of X is not finite: its parameters "
-                    f"hold NaN or infinity (set by hand, or loaded from such a file)")
-            raise FloatingPointError(
-                f"the network's output for row {row} of X is not finite: the forward pass "
-                f"overflowed {self.dtype} (largest finite {np.finfo(self.dtype).max:.3g}) on "
-                f"finite inputs; scale the inputs, or use dtype='float64'")
+            raise FloatingPointError(f"the network's output for row {row} of X is not "
+                                     f"finite: {self._overflow_cause()}")
+
+    def _overflow_cause(self):
+        """Why finite data gave a non-finite result: the parameters, or an
+        overflow of the dtype."""
+        if not _engine.all_finite(self._params):
+            return ("the network's parameters hold NaN or infinity (set by hand, or loaded "
+                    "from such a file)")
+        return (f"the computation overflowed {self.dtype} (largest finite "
+                f"{np.finfo(self.dtype).max:.3g}) on finite inputs; scale the inputs, or use "
+                f"dtype='float64'")
 
     def backward(self, X, y, sample_weight=None) -> float:
         """Loss of the batch and its gradient into every layer's ``dW``,
@@ -404,6 +409,13 @@ class Network:
         float
             The loss ``Σ wᵢ lᵢ / Σ wᵢ`` (the mean over the rows without
             weights).
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss or a gradient is not finite: the computation
+            overflowed the network's dtype on these inputs (or its
+            parameters are not finite).
         """
         X = self._inputs(X)
         check_nonempty(X.shape[0])
@@ -413,6 +425,10 @@ class Network:
             self._reserve(X.shape[0])
             self._set_threads(X.shape[0])
             loss, _ = self._engine.loss(X, y, w, True)
+        if not (np.isfinite(loss) and _engine.all_finite(self._grads)):
+            raise FloatingPointError(
+                f"the {'loss' if not np.isfinite(loss) else 'gradient'} of this batch is not "
+                f"finite: {self._overflow_cause()}")
         return float(loss)
 
     def train_step(self, X, y, optimizer, sample_weight=None) -> float:
@@ -522,7 +538,12 @@ class Network:
             A callback returning ``True`` (or NumPy's ``True``) stops
             training.
         sample_weight : array-like, shape (n,), optional
-            Non-negative weights; each batch's loss is ``Σ wᵢ lᵢ / Σ wᵢ``.
+            Non-negative weights; each batch's loss is ``Σ wᵢ lᵢ / Σ wᵢ``, so
+            their scale does not matter (weights too small or too large for
+            the dtype are scaled by a power of two, which changes nothing
+            else); they are held in the network's dtype, so a weight more
+            than its range (float32: about 1e38) below the largest counts
+            as 0.
 
         Returns
         -------
@@ -790,7 +811,8 @@ class Network:
         ValueError
             Bad X, y or sample_weight, or weights that sum to 0.
         FloatingPointError
-            When the network's outputs overflow its dtype on these inputs.
+            When the network's outputs, or the loss, overflow its dtype on
+            these inputs (or its parameters are not finite).
         """
         X = self._inputs(X, inference=True)
         check_nonempty(X.shape[0])
@@ -814,6 +836,9 @@ class Network:
                 self._threads_key = None  # the next call decides afresh
             loss, _ = self._engine.loss(X, y, w, False, outputs)
         self._check_outputs(outputs)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"the loss on these data is not finite: "
+                                     f"{self._overflow_cause()}")
         result = {"loss": float(loss)}
         if self.loss == "softmax_cross_entropy":
             correct = outputs.argmax(axis=1) == y
@@ -849,7 +874,7 @@ class Network:
         -------
         Network
         """
-        if not isinstance(config, dict):
+        if not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict (as get_config returns), got "
                             f"{type(config).__name__}")
         missing = [key for key in ("layers", "loss", "dtype") if key not in config]
@@ -857,14 +882,22 @@ class Network:
             raise ValueError(f"config lacks {', '.join(map(repr, missing))}: expected the keys "
                              f"of get_config() (layers, loss, dtype, seed), got {sorted(config)}")
         specs = config["layers"]
-        if not isinstance(specs, (list, tuple)) or not specs:
+        if isinstance(specs, (str, bytes, Mapping)) or not isinstance(specs, Iterable):
             raise ValueError(f"config['layers'] must be a non-empty list of layer configs, "
                              f"got {specs!r}")
+        specs = list(specs)
+        if not specs:
+            raise ValueError("config['layers'] must be a non-empty list of layer configs, "
+                             "got an empty one")
         keys = ("in_features", "out_features", "activation")
         for i, c in enumerate(specs):
-            if not isinstance(c, dict) or any(key not in c for key in keys):
-                raise ValueError(f"config['layers'][{i}] must be a dict with in_features, "
-                                 f"out_features and activation, got {c!r}")
+            if not isinstance(c, Mapping):
+                raise ValueError(f"config['layers'][{i}] must be a dict (as Dense.get_config "
+                                 f"returns), got {type(c).__name__} {c!r}")
+            missing = [key for key in keys if key not in c]
+            if missing:
+                raise ValueError(f"config['layers'][{i}] lacks {', '.join(map(repr, missing))}; "
+                                 f"expected in_features, out_features and activation")
         layers = [Dense(c["in_features"], c["out_features"], activation=c["activation"])
                   for c in specs]
         return cls(layers, loss=config["loss"], dtype=config["dtype"], seed=config.get("seed"))

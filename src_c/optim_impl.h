@@ -32,7 +32,10 @@ static inline int FN(sgd_pass)(const cbp_optim *opt, ptrdiff_t off, ptrdiff_t n,
      * steps taken with momentum 0. */
     const int first = opt->step == 0, nesterov = opt->nesterov;
     int bad = 0;
-    if (mu == 0) {
+    /* Momentum 0 as given, not as rounded: a momentum too small for REAL
+     * (1e-300 in float) still keeps the buffer, as torch's does, so that
+     * it holds the last gradient should the momentum be raised later. */
+    if (opt->momentum == 0) {
         for (ptrdiff_t i = 0; i < n; i++) {
             REAL g = wd != 0 ? grad[i] + wd * p[i] : grad[i];
             REAL pi = p[i] + (-lr) * g;

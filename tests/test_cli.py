@@ -544,3 +544,8 @@ def test_bench_refuses_stray_arguments(capsys):
     code, out, err = run(capsys, "bench", "--seconds", 0.05, "foo", "bar")
     assert code == 2 and out == ""
     assert_one_line_error(err, "unrecognized arguments: foo bar")
+
+
+def test_bench_accepts_a_bare_double_dash(capsys):
+    code, out, err = run(capsys, "bench", "--seconds", 0.05, "--")
+    assert code == 0, err

@@ -1048,12 +1048,18 @@ def test_from_config_refuses_bad_configs_clearly():
                              ({"layers": []}, "lacks 'loss', 'dtype'"),
                              ({**good, "layers": []}, "non-empty list"),
                              ({**good, "layers": "dense"}, "non-empty list"),
-                             ({**good, "layers": [{"in_features": 5}]}, r"config\['layers'\]\[0\]"),
-                             ({**good, "layers": [good["layers"][0], 7]}, r"config\['layers'\]\[1\]")]:
+                             ({**good, "layers": [{"in_features": 5}]},
+                              r"config\['layers'\]\[0\] lacks 'out_features', 'activation'"),
+                             ({**good, "layers": [good["layers"][0], 7]},
+                              r"config\['layers'\]\[1\] must be a dict")]:
         with pytest.raises(ValueError, match=fragment):
             cbp.Network.from_config(config)
     copy_ = cbp.Network.from_config(good)
     assert copy_.get_config() == good
+    # Any mapping and any iterable of mappings, as before the checks.
+    from types import MappingProxyType
+    proxied = MappingProxyType({**good, "layers": (MappingProxyType(c) for c in good["layers"])})
+    assert cbp.Network.from_config(proxied).get_config() == good
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -1065,9 +1071,94 @@ def test_outputs_of_non_finite_parameters_say_so(bad):
     net.layers[0].W[...] = np.abs(net.layers[0].W)   # so that inf reaches the outputs
     net.layers[0].W[1, 1] = bad
     for call in (net.forward, net.predict, net.predict_proba):
-        with pytest.raises(FloatingPointError, match="its parameters hold NaN or infinity"):
+        with pytest.raises(FloatingPointError, match="parameters hold NaN or infinity"):
             call(X)
     net.layers[0].W[1, 1] = 0
     net.layers[0].W[...] = 1e30
     with pytest.raises(FloatingPointError, match="overflowed float32"):
         net.forward(np.full((1, 5), 1e30))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_sample_weights_are_not_lost(dtype):
+    """Finite weights whose sum overflows (4 × 1e308 in float64) once made
+    every wᵢ / Σ wᵢ zero: a loss of 0, no training, accuracy 1.0."""
+    X, y = make_data("softmax_cross_entropy", n=8, seed=8)
+    w = np.random.default_rng(9).uniform(0.5, 3, size=8)
+    big = 2.0 ** (np.finfo(dtype).maxexp - 1)   # the largest power of two: weights up to it
+    results = []
+    for weights in (w / w.max(), w / w.max() * big):
+        net = make_net(dtype=dtype, seed=3)
+        h = net.fit(X, y, epochs=2, batch_size=4, optimizer=cbp.SGD(lr=0.2),
+                    sample_weight=weights, progress=False)
+        results.append((h.history["loss"], params_of(net), net.evaluate(X, y, weights),
+                        net.backward(X, y, weights)))
+    assert results[0][0] == results[1][0] and results[0][0][0] > 0
+    assert_params_equal(results[0][1], results[1][1])
+    assert results[0][2] == results[1][2] and results[0][3] == results[1][3]
+
+
+@pytest.mark.parametrize("weights,fragment", [
+    ([-5.0, 1e-50], "row 0 holds -5.0"),
+    ([1e-300, -1e-300], "row 1 holds -1e-300"),
+    ([-1e10, 1e-300], "row 0 holds -10000000000.0"),
+])
+def test_negative_weights_are_reported_as_given(weights, fragment):
+    net = make_net(dtype="float32")
+    with pytest.raises(ValueError, match=f"non-negative; {re.escape(fragment)}"):
+        net.backward(np.zeros((2, 5)), [0, 1], sample_weight=weights)
+
+
+@pytest.mark.parametrize("loss,out", [("softmax_cross_entropy", 3), ("mse", 2),
+                                      ("binary_cross_entropy", 2)])
+def test_backward_and_evaluate_refuse_a_non_finite_loss(loss, out):
+    """backward once returned NaN (and left NaN gradients) and evaluate an
+    infinite loss where forward raises FloatingPointError."""
+    net = make_net(loss, n_out=out, dtype="float32", activation="relu")
+    for layer in net.layers:
+        layer.W[...] = np.abs(layer.W)
+    X = np.full((2, 5), 3e38)
+    _, y = make_data(loss, n=2, n_out=out)
+    with pytest.raises(FloatingPointError, match="overflowed float32"):
+        net.forward(X)
+    with pytest.raises(FloatingPointError, match="of this batch is not finite: the computation "
+                                                 "overflowed float32"):
+        net.backward(X, y)
+    with pytest.raises(FloatingPointError, match="overflowed float32"):
+        net.evaluate(X, y)
+    # An output that is finite but whose squared error is not (float64).
+    reg = cbp.Network([cbp.Dense(1, 1)], loss="mse", dtype="float64")
+    reg.layers[0].W[...] = 1
+    reg.layers[0].b[...] = 0
+    Xr, yr = np.array([[1e200], [1.0]]), np.array([0.0, 1.0])
+    with pytest.raises(FloatingPointError, match="loss on these data is not finite"):
+        reg.evaluate(Xr, yr)
+    with pytest.raises(FloatingPointError, match="loss of this batch is not finite"):
+        reg.backward(Xr, yr)
+    assert reg.evaluate(Xr[1:], yr[1:])["loss"] == 0.0
+
+
+def test_float32_momentum_below_its_range_keeps_the_buffer():
+    """A momentum that rounds to 0 in float32 (1e-300) still writes the
+    momentum buffer, as torch's does: raising the momentum later then
+    continues from the last gradient instead of starting afresh."""
+    rng = np.random.default_rng(10)
+    X, y = rng.normal(size=(6, 5)), rng.integers(0, 3, 6)
+    net = make_net(dtype="float32", seed=4)
+    ref = [p.astype(np.float64) for p in params_of(net)]
+    opt = cbp.SGD(lr=0.1, momentum=1e-300)
+    buf = None
+    for step in range(4):
+        if step == 2:
+            opt.momentum = 0.9
+        probe = make_net(dtype="float64", seed=4)
+        for p, r in zip(probe.parameters(), ref):
+            p[...] = r
+        probe.backward(X.astype(np.float32).astype(np.float64), y)
+        grads = [g.copy() for g in probe.gradients()]
+        mu = np.float32(opt.momentum)   # torch: the scalar applied in float32
+        buf = grads if buf is None else [mu * b + g for b, g in zip(buf, grads)]
+        ref = [r - 0.1 * b for r, b in zip(ref, buf)]
+        net.train_step(X, y, opt)
+    for p, r in zip(params_of(net), ref):
+        np.testing.assert_allclose(p, r, rtol=2e-5, atol=2e-6)
