@@ -196,8 +196,9 @@ def activation_derivative(int act, const real[::1] z, real[::1] d):
 
 
 def activation_forward_max(int act, const real[::1] z, real[::1] a):
-    """a = σ(z); returns max |a| (inf if some a is not finite).  The fused
-    training step's forward pass (engine_impl.h)."""
+    """a = σ(z) where z is finite, NaN where it is not; returns max |a|
+    (inf if some a is not finite).  The network's activation pass
+    (engine_impl.h)."""
     _check_act(act)
     _check(a.shape[0] == z.shape[0])
     cdef double m

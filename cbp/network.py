@@ -360,7 +360,9 @@ class Network:
         Raises
         ------
         FloatingPointError
-            When the outputs overflow the network's dtype on these inputs.
+            When the computation overflows the network's dtype on these
+            inputs, at any layer (an overflowed hidden layer is reported,
+            not saturated away by its activation).
         """
         return self._forward(self._inputs(X, inference=True), _engine.OUTPUT_RAW)
 
@@ -752,7 +754,9 @@ class Network:
         Raises
         ------
         FloatingPointError
-            When the outputs overflow the network's dtype on these inputs.
+            When the computation overflows the network's dtype on these
+            inputs, at any layer (an overflowed hidden layer is reported,
+            not saturated away by its activation).
         """
         X = self._inputs(X, inference=True)
         if self.loss == "softmax_cross_entropy":
@@ -780,7 +784,9 @@ class Network:
         ValueError
             When the network's loss is ``mse``.
         FloatingPointError
-            When the outputs overflow the network's dtype on these inputs.
+            When the computation overflows the network's dtype on these
+            inputs, at any layer (an overflowed hidden layer is reported,
+            not saturated away by its activation).
         """
         if self.loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"predict_proba needs a classification loss, this network's "

@@ -108,11 +108,18 @@ void FN(activation_backward)(int act, ptrdiff_t size, const REAL *z, REAL *g)
  * element-wise work and, in the same read, measures what the step's
  * overflow guard needs, so the guard reads nothing again. */
 
-/* a = σ(z) (a may be z) and returns max |a| (+inf if some a is not
- * finite): the largest input the next layer's weight update sees. */
+/* A layer's activation inside the network: a = σ(z) (a may be z) where z
+ * is finite and NaN where it is not, and returns max |a| (+inf if some a
+ * is not finite): the largest input the next layer's weight update sees.
+ * A non-finite z is an overflow of the layer's product on finite data,
+ * whose sign need not be the exact sum's (3e38 + 3e38 − 3e38 − 3e38 −
+ * 3e38 is +inf in float, −3e38 exactly); tanh, sigmoid, relu and the other
+ * saturating σ would turn it into a finite, possibly wrong, value, so it
+ * becomes NaN and reaches the outputs and the loss, which report it. */
 #define CBP_LOOP(fn)                                                         \
     for (ptrdiff_t i = 0; i < size; i++) {                                   \
         REAL v = fn(z[i]);                                                   \
+        v *= z[i] - z[i] + 1; /* 1 where z is finite (v stays v), else NaN */ \
         a[i] = v;                                                            \
         m = FN(max_bits)(m, v);                                              \
     }                                                                        \

@@ -125,8 +125,10 @@ void cbp_activation_derivative_f64(int act, ptrdiff_t size, const double *z,
 /* g ⊙= σ'(z): the Hadamard step of the delta recurrence, in place. */
 void cbp_activation_backward_f32(int act, ptrdiff_t size, const float *z, float *g);
 void cbp_activation_backward_f64(int act, ptrdiff_t size, const double *z, double *g);
-/* The fused training step's passes.  a = σ(z) (a may alias z), returning
- * max |a|, or +inf if some a is not finite. */
+/* The network's activation pass (and the fused training step's): a = σ(z)
+ * where z is finite, NaN where it is not (an overflow, which a saturating
+ * σ would hide), a may alias z; returns max |a|, or +inf if some a is not
+ * finite. */
 double cbp_activation_forward_max_f32(int act, ptrdiff_t size, const float *z, float *a);
 double cbp_activation_forward_max_f64(int act, ptrdiff_t size, const double *z,
                                       double *a);

@@ -156,8 +156,8 @@ static void FN(forward_chunk)(const cbp_net *net, int n, const REAL *X, int meas
             L->a_max = L->activation != CBP_IDENTITY
                            ? FN(activation_forward_max)(L->activation, size, Z, A)
                            : FN(max_abs)(size, A);
-        else if (L->activation != CBP_IDENTITY)
-            FN(activation_forward)(L->activation, size, Z, A);
+        else if (L->activation != CBP_IDENTITY) /* NaN for an overflowed z: see there */
+            (void)FN(activation_forward_max)(L->activation, size, Z, A);
         in = A;
     }
 }
@@ -495,8 +495,8 @@ static void FN(pool_forward_layers)(struct FN(pool_ctx) *c, int part, int parts,
                                                 ? FN(activation_forward_max)(L->activation,
                                                                              width, z, a)
                                                 : FN(max_abs)(width, a));
-                else if (L->activation != CBP_IDENTITY)
-                    FN(activation_forward)(L->activation, width, z, a);
+                else if (L->activation != CBP_IDENTITY) /* NaN for an overflowed z */
+                    (void)FN(activation_forward_max)(L->activation, width, z, a);
             }
         }
         c->a_part[part][l] = a_max;

@@ -1162,3 +1162,60 @@ def test_float32_momentum_below_its_range_keeps_the_buffer():
         net.train_step(X, y, opt)
     for p, r in zip(params_of(net), ref):
         np.testing.assert_allclose(p, r, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hidden_overflow_is_reported_not_saturated_away(act, dtype, sign):
+    """A hidden layer's product that overflows the dtype on finite inputs:
+    tanh, sigmoid, relu (for −inf) and the other saturating activations
+    once turned its ±inf into a finite value of either sign (tanh(+inf) =
+    1 where the exact pre-activation, −3e38 in float32, gives −1), so
+    forward, evaluate and train_step returned wrong finite results.  Every
+    path now reports it."""
+    big = float(np.finfo(dtype).max) * 0.9
+    net = cbp.Network([cbp.Dense(5, 1, activation=act), cbp.Dense(1, 1)], loss="mse",
+                      dtype=dtype)
+    for layer in net.layers:
+        layer.W[...] = 1
+        layer.b[...] = 0
+    # row 0's exact pre-activation is ∓big, its float sum ±inf (relu, softplus
+    # and elu turn −inf into 0, 0 and −1 where the exact answer is big)
+    X = sign * np.array([[big, big, -big, -big, -big], [1, 0, 0, 0, 0]])
+    y = np.zeros((2, 1))
+    before = params_of(net)
+    with pytest.raises(FloatingPointError, match="row 0 of X"):
+        net.forward(X)
+    assert np.isfinite(net.forward(X[1:])).all()
+    with pytest.raises(FloatingPointError):
+        net.evaluate(X, y)
+    with pytest.raises(FloatingPointError):
+        net.backward(X, y)
+    for opt in ("sgd", "adam"):
+        with pytest.raises(cbp.DivergenceError):
+            net.train_step(X, y, opt)
+        with pytest.raises(cbp.DivergenceError):
+            net.fit(X, y, epochs=1, batch_size=2, optimizer=opt, progress=False)
+    assert_params_equal(params_of(net), before)
+
+
+def test_hidden_overflow_reported_on_the_pool_and_threads():
+    """The same on a layer wide enough for cbp's pool and OpenBLAS's threads
+    (training steps and the validation inside fit)."""
+    rng = np.random.default_rng(11)
+    net = cbp.Network.mlp([64, 512, 10], activation="tanh", dtype="float32", seed=0)
+    net.layers[0].W[...] = np.abs(net.layers[0].W)
+    X = rng.normal(size=(512, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 512)
+    bad = X.copy()
+    bad[300, :32] = 3e38
+    bad[300, 32:] = -3e38
+    with pytest.raises(FloatingPointError, match="row 300 of X"):
+        net.predict(bad)
+    with pytest.raises(cbp.DivergenceError):
+        net.fit(bad, y, epochs=1, batch_size=256, optimizer=cbp.SGD(lr=0.01), shuffle=False,
+                progress=False)
+    with pytest.raises(FloatingPointError):
+        net.fit(X, y, epochs=1, batch_size=256, optimizer=cbp.SGD(lr=0.01), progress=False,
+                validation_data=(bad, y))
