@@ -94,10 +94,14 @@ def save(net, path) -> None:
     if not isinstance(net, Network):
         raise TypeError(f"save needs a cbp.Network, got {type(net).__name__}")
     path = os.fsdecode(os.fspath(path))  # bytes paths too
-    if os.path.isdir(path):
+    try:
+        existing = os.stat(path)
+    except OSError:
+        existing = None  # a new file: it gets what open(path, "wb") would give it
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
         raise IsADirectoryError(f"cannot save to {path!r}: it is a directory, expected a "
                                 "file name")
-    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
         raise ValueError(f"cannot save to {path!r}: it is not a regular file (a device, a "
                          "FIFO or a socket would be replaced), expected a file name")
     if not os.path.basename(path):
@@ -118,19 +122,15 @@ def save(net, path) -> None:
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = None  # a new file: what open(path, "wb") would give it
-    try:
         fd, tmp = _create_temp(directory)
     except OSError as exc:
         if exc.errno is None:
             raise
         raise _naming(exc, path) from exc
     try:
-        if mode is not None and hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
+            if existing is not None and hasattr(os, "fchmod"):  # keep the old file's mode
+                os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
                 zf.writestr("meta.npy", _npy_bytes(meta_bytes))
                 zf.writestr("params.npy", _npy_bytes(params))
