@@ -41,7 +41,7 @@ OPTIMIZERS = {
     "momentum": lambda cbp: cbp.SGD(lr=0.01, momentum=0.9),
     "sgd": lambda cbp: cbp.SGD(lr=0.01),
 }
-PAUSE = 0.15  # s: OpenBLAS's workers spin ~0.1 s after a call; the pool waits 0.14 s
+PAUSE = 0.15  # s: OpenBLAS's workers spin ~0.1 s after a call and slow the pool meanwhile
 
 
 def torch_run(torch, sizes, dtype, name, X, y, batch, seed=0):

@@ -177,7 +177,7 @@ cdef extern from "cbp.h" nogil:
 
     enum: CBP_POOL_MAX_LAYERS
     enum: CBP_POOL_MAX_PARTS
-    int cbp_pool_acquire(int parts)
+    int cbp_pool_acquire(int parts, int steady)
     void cbp_pool_release()
     long long cbp_pool_jobs()
     void cbp_pool_note_blas_threads()

@@ -96,14 +96,16 @@ def pool_active():
 
 
 cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int wanted,
-                            Py_ssize_t rows) noexcept nogil:
+                            Py_ssize_t rows, bint steady) noexcept nogil:
     """Take the pool for a call (the engine `wanted` it, see
     cbp._threads.pool_for: 2 only if the pool can have as many threads as
     BLAS would) whose steps of `rows` rows (>= 2, one chunk) asked for
     `threads` BLAS threads (0: as many as BLAS is set to use, so a limit
     set with threadpoolctl holds): the parts granted (the caller then
     makes BLAS single-threaded), or 0 (busy, off, or not such a call).
-    opt NULL: a forward-only call (inference)."""
+    opt NULL: a forward-only call (inference).  steady: a call of fit,
+    which takes the pool even while OpenBLAS's workers may still spin
+    (see cbp_pool_acquire), so that its path does not depend on timing."""
     if opt != NULL and rows > net.capacity:
         return 0   # a step in chunks
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
@@ -114,7 +116,7 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int
         return 0
     if wanted == 2 and threads > CBP_POOL_MAX_PARTS:
         return 0
-    cdef int parts = cbp_pool_acquire(threads)
+    cdef int parts = cbp_pool_acquire(threads, steady)
     net.pool_parts = parts
     return parts
 
@@ -592,7 +594,7 @@ cdef class Engine:
             raise ValueError("Engine.forward: unknown transform")
         cdef int restore, parts
         with nogil:
-            parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool, n)
+            parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool, n, False)
             restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 cbp_net_forward_f32(&self.net, n, <const float *>x, <float *>o, transform)
@@ -602,10 +604,12 @@ cdef class Engine:
             _pool_leave(&self.net, parts)
         return out
 
-    def loss(self, X, target, sample_weight=None, bint want_grads=False, outputs=None):
+    def loss(self, X, target, sample_weight=None, bint want_grads=False, outputs=None,
+             bint steady=False):
         """(loss, Σ w) of the rows of X; with want_grads the gradient of that
         loss fills the gradient buffer; outputs (n, n_out), if given,
-        receives the raw outputs."""
+        receives the raw outputs.  steady: fit's validation (see
+        _pool_enter)."""
         self._ready()
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
         if n < 0:
@@ -621,7 +625,7 @@ cdef class Engine:
         with nogil:
             # Forward-only (an evaluation) may run on the pool; not backward.
             parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool,
-                                0 if want_grads else n)
+                                0 if want_grads else n, steady)
             restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 loss = cbp_net_loss_f32(&self.net, n, <const float *>x, t, <const float *>w,
@@ -646,7 +650,7 @@ cdef class Engine:
         cdef double loss
         cdef int status, restore, parts
         with nogil:
-            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, n)
+            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, n, False)
             restore = _threads_enter(1 if parts else self.blas_threads)
             _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
@@ -705,7 +709,8 @@ cdef class Engine:
         cdef Py_ssize_t done
         cdef int status, restore, parts
         with nogil:
-            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, batch_size)
+            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, batch_size,
+                                True)
             restore = _threads_enter(1 if parts else self.blas_threads)
             _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
@@ -722,14 +727,16 @@ cdef class Engine:
         self.batches_run += done
         return done, status
 
-    def all_finite(self, cnp.ndarray a not None, int threads=1, int pool=0, Py_ssize_t rows=2):
+    def all_finite(self, cnp.ndarray a not None, int threads=1, int pool=0, Py_ssize_t rows=2,
+                   bint steady=False):
         """Whether every element of `a` (C-contiguous, aligned, of this
         engine's dtype) is finite.  From the split size on (see
         set_finite_split_bytes), `a` is read by the threads of training
         steps of `rows` rows that ask for `threads` BLAS threads (0: as
         BLAS is set) and `pool` (cbp._threads.pool_for): cbp's pool when
         such steps may take it and it is free, else OpenBLAS's threads
-        when there are two or more, else the caller alone."""
+        when there are two or more, else the caller alone.  steady: fit's
+        check (see _pool_enter)."""
         if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
             raise ValueError("Engine.all_finite: a must be C-contiguous and aligned")
         if cnp.PyArray_TYPE(a) != self.typenum:
@@ -740,7 +747,7 @@ cdef class Engine:
         cdef int parts = 0, on_pool = 0, ok
         with nogil:
             if nbytes >= _finite_split_bytes:
-                parts = _pool_enter(&self.net, NULL, threads, pool, rows)
+                parts = _pool_enter(&self.net, NULL, threads, pool, rows, steady)
                 on_pool = parts
                 if not parts and _obx_on and _obx_bound and _get_threads != NULL:
                     if threads <= 0:

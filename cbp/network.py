@@ -684,7 +684,7 @@ class Network:
             work = 6 * rows * self.num_parameters
             with self._lock:
                 return self._engine.all_finite(a, _threads.threads_for(work),
-                                               _threads.pool_for(work, False), rows)
+                                               _threads.pool_for(work, False), rows, True)
 
         return all_finite
 
@@ -840,7 +840,7 @@ class Network:
             if pool:
                 self._engine.pool = pool  # the steps' rule (see _set_threads)
                 self._threads_key = None  # the next call decides afresh
-            loss, _ = self._engine.loss(X, y, w, False, outputs)
+            loss, _ = self._engine.loss(X, y, w, False, outputs, bool(pool))
         self._check_outputs(outputs)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss on these data is not finite: "

@@ -392,9 +392,10 @@ int cbp_optim_step_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
 enum { CBP_POOL_MAX_PARTS = 8, CBP_POOL_MAX_LAYERS = 32 };
 typedef void (*cbp_pool_fn)(void *arg, int part, int parts);
 /* Take the pool for up to `parts` threads (the caller included): returns
- * the parts granted (>= 2), or 0 when it is in use, OpenBLAS's workers
- * may still be spinning, or threads cannot be made (then run serially). */
-int cbp_pool_acquire(int parts);
+ * the parts granted (>= 2), or 0 when it is in use, threads cannot be
+ * made (then run serially), or, unless `steady`, OpenBLAS's workers may
+ * still be spinning. */
+int cbp_pool_acquire(int parts, int steady);
 void cbp_pool_release(void);
 /* fn(arg, p, parts) on parts threads, p = 0 on the caller; returns when
  * every part has returned.  Only between acquire and release. */
@@ -402,7 +403,7 @@ void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts);
 /* Inside fn: wait until every part of the job has arrived. */
 void cbp_pool_barrier(void);
 /* The caller is about to run BLAS on 2+ OpenBLAS threads: for the next
- * 0.14 s, while OpenBLAS's workers spin, acquire answers 0. */
+ * 0.14 s, while OpenBLAS's workers spin, acquire answers 0 unless steady. */
 void cbp_pool_note_blas_threads(void);
 /* Jobs run so far (tests use it to see that a step took the pool). */
 long long cbp_pool_jobs(void);

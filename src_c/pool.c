@@ -13,7 +13,7 @@
  * whole step, and the passes run on every core.  The threads meet at a
  * barrier after each layer.
  *
- * Use: cbp_pool_acquire(parts) (0: busy or unavailable — take the serial
+ * Use: cbp_pool_acquire(parts, steady) (0: busy or unavailable — take the serial
  * path), cbp_pool_run(fn, arg) as often as needed, cbp_pool_release().
  * One user at a time: a second network training in another thread while
  * the pool is taken gets 0 and runs as before.  The caller is part 0;
@@ -42,7 +42,7 @@
 #if defined(_WIN32) || !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L || \
     defined(__STDC_NO_ATOMICS__)
 
-int cbp_pool_acquire(int parts) { (void)parts; return 0; }
+int cbp_pool_acquire(int parts, int steady) { (void)parts, (void)steady; return 0; }
 void cbp_pool_note_blas_threads(void) {}
 long long cbp_pool_jobs(void) { return 0; }
 void cbp_pool_release(void) {}
@@ -272,16 +272,19 @@ void cbp_pool_note_blas_threads(void)
     atomic_store(&pool.blas_threads_ns, now_ns());
 }
 
-int cbp_pool_acquire(int parts)
+int cbp_pool_acquire(int parts, int steady)
 {
     if (parts < 2)
         return 0;
     /* OpenBLAS's workers may still be spinning after cbp's last threaded
-     * BLAS call: then its threads, awake anyway, serve better than the
-     * pool would beside them (measured: pool steps 2x slower for 0.1 s
-     * after a threaded OpenBLAS call). */
+     * BLAS call: then its threads, awake anyway, serve a lone call better
+     * than the pool would beside them (measured: pool steps 2x slower for
+     * 0.1 s after a threaded OpenBLAS call).  A steady caller (every call
+     * of a fit) takes the pool all the same: its path, and so its
+     * rounding, must not depend on timing, and standing aside would renew
+     * the wait with each of its own calls. */
     int64_t last = atomic_load(&pool.blas_threads_ns);
-    if (last != 0 && now_ns() - last < CBP_POOL_QUIET_NS)
+    if (!steady && last != 0 && now_ns() - last < CBP_POOL_QUIET_NS)
         return 0;
     if (parts > CBP_POOL_MAX_PARTS)
         parts = CBP_POOL_MAX_PARTS;
@@ -581,7 +584,7 @@ int cbp_pool_fpenv_mismatches(int parts)
     struct obx_fpenv_probe probe;
     probe.caller = fpenv_get();
     atomic_store(&probe.mismatches, 0);
-    parts = cbp_pool_acquire(parts);
+    parts = cbp_pool_acquire(parts, 0);
     if (parts < 2)
         return -1;
     cbp_pool_run(obx_fpenv_part, &probe, parts);

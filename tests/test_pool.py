@@ -492,6 +492,39 @@ def test_the_pool_waits_for_openblas_workers_to_sleep():
     pooled(lambda: net.train_step(X, y, cbp.SGD(lr=0.1)))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fit_takes_the_pool_right_after_a_threaded_call(dtype):
+    """fit does not stand aside for OpenBLAS's spinning workers: every
+    call of a fit takes the pool when its steps belong there, so a fit
+    started right after a threaded OpenBLAS call (a predict, say) is the
+    fit started once they sleep, bit for bit.  (Standing aside, each of
+    its own calls on OpenBLAS's threads renewed the wait: such a fit
+    never took the pool, and its result depended on timing.)"""
+    sizes = [30, 40, 3]
+    X, y = data(sizes, 200, "softmax_cross_entropy", dtype)
+    Xv, yv = data(sizes, 50, "softmax_cross_entropy", dtype, seed=5)
+
+    def fit(after_threaded_call):
+        net = net_of(sizes, dtype=dtype, seed=3)
+        if after_threaded_call:
+            _engine.set_pool(False)
+            net.predict(Xv)                     # threaded OpenBLAS: its workers spin
+            _engine.set_pool(True)
+        else:
+            time.sleep(QUIET)
+        before = _engine.pool_jobs()
+        history = net.fit(X, y, epochs=3, batch_size=10, optimizer=cbp.Adam(lr=0.01),
+                          validation_data=(Xv, yv), progress=False)
+        assert _engine.pool_jobs() - before == 3 * 20 + 3    # every step and validation
+        return net, history
+
+    right_after, history = fit(True)
+    quiet, quiet_history = fit(False)
+    for a, b in zip(right_after.parameters(), quiet.parameters()):
+        np.testing.assert_array_equal(a, b)
+    assert history.history == quiet_history.history
+
+
 def test_set_pool_false_runs_serially():
     sizes = [10, 20, 3]
     X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
