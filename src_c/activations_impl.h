@@ -5,7 +5,12 @@
  * Stability: sigmoid and softplus never evaluate exp of a positive
  * argument, so they stay finite for any finite z; gelu uses erfc, which
  * keeps its left tail accurate.  NaN propagates through every σ.
+ *
+ * e^x, e^x − 1 and log(1 + x) come from vmath_impl.h, not libm, so that
+ * the loops below vectorize (sigmoid, tanh, softplus, elu and their σ');
+ * gelu keeps libm's erfc and exp (scalar).
  */
+#include "vmath_impl.h"
 
 /*                     σ(z)                                     σ'(z) */
 static inline REAL FN(identity)(REAL z) { return z; }
@@ -19,36 +24,41 @@ static inline REAL FN(leaky_relu_d)(REAL z) { return z > 0 ? 1 : R(0.01); }
 
 static inline REAL FN(sigmoid)(REAL z)
 {
-    if (z >= 0)
-        return 1 / (1 + M(exp)(-z));
-    REAL e = M(exp)(z);
-    return e / (1 + e);
+    REAL e = FN(vm_exp_nonpos)(-M(fabs)(z));
+    return z >= 0 ? 1 / (1 + e) : e / (1 + e);
 }
 /* σ'(z) = σ(z)(1 − σ(z)) = e/(1 + e)² with e = e^−|z| (symmetric in z):
  * no cancellation, so it keeps full relative accuracy in the tails. */
 static inline REAL FN(sigmoid_d)(REAL z)
 {
-    REAL e = M(exp)(-M(fabs)(z)), d = 1 + e;
+    REAL e = FN(vm_exp_nonpos)(-M(fabs)(z)), d = 1 + e;
     return e / (d * d);
 }
 
-static inline REAL FN(tanh)(REAL z) { return M(tanh)(z); }
+/* tanh(z) = −t/(2 + t) with t = e^−2|z| − 1, given the sign of z: no
+ * cancellation (t keeps a tiny argument's relative accuracy), and −0 is
+ * −0. */
+static inline REAL FN(tanh)(REAL z)
+{
+    REAL t = FN(vm_expm1_nonpos)(R(-2) * M(fabs)(z));
+    return M(copysign)(-t / (2 + t), z);
+}
 /* tanh'(z) = 1 − tanh²(z) = 4e/(1 + e)² with e = e^−2|z|: no cancellation. */
 static inline REAL FN(tanh_d)(REAL z)
 {
-    REAL e = M(exp)(R(-2) * M(fabs)(z)), d = 1 + e;
+    REAL e = FN(vm_exp_nonpos)(R(-2) * M(fabs)(z)), d = 1 + e;
     return 4 * e / (d * d);
 }
 
 /* softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|) */
 static inline REAL FN(softplus)(REAL z)
 {
-    return (z > 0 ? z : 0) + M(log1p)(M(exp)(-M(fabs)(z)));
+    return (z > 0 ? z : 0) + FN(vm_log1p_unit)(FN(vm_exp_nonpos)(-M(fabs)(z)));
 }
 static inline REAL FN(softplus_d)(REAL z) { return FN(sigmoid)(z); }
 
-static inline REAL FN(elu)(REAL z) { return z > 0 ? z : M(expm1)(z); }
-static inline REAL FN(elu_d)(REAL z) { return z > 0 ? 1 : M(exp)(z); }
+static inline REAL FN(elu)(REAL z) { return z > 0 ? z : FN(vm_expm1_nonpos)(z); }
+static inline REAL FN(elu_d)(REAL z) { return z > 0 ? 1 : FN(vm_exp_nonpos)(z); }
 
 /* gelu(z) = z Φ(z), Φ(z) = erfc(−z/√2) / 2;  gelu'(z) = Φ(z) + z φ(z) */
 static inline REAL FN(gelu)(REAL z)

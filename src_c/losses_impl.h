@@ -2,7 +2,12 @@
  * losses_impl.h — losses fused with their gradient (see cbp.h for the
  * weighting convention shared by all three).
  * Template: see instantiate.h.  Arguments are validated by the caller.
+ *
+ * Every exponential here has an argument <= 0 (a logit less its row's
+ * maximum, −|z|), so it is vmath_impl.h's, which vectorizes: the
+ * softmax's loop over the whole batch is vector code in both precisions.
  */
+#include "vmath_impl.h"
 
 /* Row i's share of the mean: w_i / weight_total (0 when the total is 0). */
 static inline double FN(row_scale)(const REAL *w, ptrdiff_t i, double weight_total)
@@ -43,7 +48,7 @@ double FN(softmax_cross_entropy)(ptrdiff_t n, int n_classes, const REAL *Z,
     }
     ptrdiff_t size = n * n_classes;
     for (ptrdiff_t k = 0; k < size; k++)
-        dZ[k] = FN(exp_nonpositive)(dZ[k]);
+        dZ[k] = FN(vm_exp_nonpos)(dZ[k]);
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL *dz = dZ + i * n_classes;
         double scale = FN(row_scale)(w, i, weight_total);
@@ -74,9 +79,9 @@ double FN(binary_cross_entropy)(ptrdiff_t n, int n_out, const REAL *Z, const REA
         for (int j = 0; j < n_out; j++) {
             ptrdiff_t k = i * n_out + j;
             REAL z = Z[k], y = Y[k];
-            REAL e = M(exp)(-M(fabs)(z));          /* e^−|z| ∈ (0, 1] */
+            REAL e = FN(vm_exp_nonpos)(-M(fabs)(z)); /* e^−|z| ∈ [0, 1] */
             REAL s = z >= 0 ? 1 / (1 + e) : e / (1 + e); /* σ(z) */
-            row += (double)((z > 0 ? z : 0) - z * y) + (double)M(log1p)(e);
+            row += (double)((z > 0 ? z : 0) - z * y) + (double)FN(vm_log1p_unit)(e);
             dZ[k] = (REAL)((s - y) * scale);
         }
         if (scale != 0) /* a row of weight 0 is absent, whatever its loss */
@@ -120,7 +125,7 @@ void FN(softmax_rows)(ptrdiff_t n, int n_classes, REAL *Z)
         for (int c = 1; c < n_classes; c++)
             zmax = z[c] > zmax ? z[c] : zmax;
         for (int c = 0; c < n_classes; c++)
-            z[c] = FN(exp_nonpositive)(z[c] - zmax);
+            z[c] = FN(vm_exp_nonpos)(z[c] - zmax);
         double sum = 0.0;
         for (int c = 0; c < n_classes; c++)
             sum += z[c];
