@@ -3,33 +3,36 @@
  * Template: see instantiate.h.  Arguments are validated by the caller.
  *
  * Stability: sigmoid and softplus never evaluate exp of a positive
- * argument, so they stay finite for any finite z; gelu uses erfc, which
- * keeps its left tail accurate.  NaN propagates through every σ.
+ * argument, so they stay finite for any finite z; gelu uses erfc (as
+ * e^(−a²) erfcx(a)), which keeps its left tail accurate.  NaN propagates through every σ.
  *
- * e^x, e^x − 1 and log(1 + x) come from vmath_impl.h, not libm, so that
- * the loops below vectorize (sigmoid, tanh, softplus, elu and their σ');
- * gelu keeps libm's erfc and exp (scalar).
+ * e^x, e^x − 1, log(1 + x) and Φ come from vmath_impl.h, not libm, so
+ * that the loops below vectorize (every σ and σ').
  */
 #include "vmath_impl.h"
 
-/*                     σ(z)                                     σ'(z) */
-static inline REAL FN(identity)(REAL z) { return z; }
-static inline REAL FN(identity_d)(REAL z) { (void)z; return 1; }
+/* Every σ and σ' is always inlined (VM_INLINE, see vmath_impl.h): GCC
+ * left gelu's, large once vmath's code is inlined into it, as a call in
+ * the float64 loops of some clones, which then stayed scalar.
+ *
+ *                     σ(z)                                     σ'(z) */
+VM_INLINE REAL FN(identity)(REAL z) { return z; }
+VM_INLINE REAL FN(identity_d)(REAL z) { (void)z; return 1; }
 
-static inline REAL FN(relu)(REAL z) { return z < 0 ? 0 : z; }
-static inline REAL FN(relu_d)(REAL z) { return z > 0 ? 1 : 0; } /* 0 at the kink */
+VM_INLINE REAL FN(relu)(REAL z) { return z < 0 ? 0 : z; }
+VM_INLINE REAL FN(relu_d)(REAL z) { return z > 0 ? 1 : 0; } /* 0 at the kink */
 
-static inline REAL FN(leaky_relu)(REAL z) { return z < 0 ? R(0.01) * z : z; }
-static inline REAL FN(leaky_relu_d)(REAL z) { return z > 0 ? 1 : R(0.01); }
+VM_INLINE REAL FN(leaky_relu)(REAL z) { return z < 0 ? R(0.01) * z : z; }
+VM_INLINE REAL FN(leaky_relu_d)(REAL z) { return z > 0 ? 1 : R(0.01); }
 
-static inline REAL FN(sigmoid)(REAL z)
+VM_INLINE REAL FN(sigmoid)(REAL z)
 {
     REAL e = FN(vm_exp_nonpos)(-M(fabs)(z));
     return z >= 0 ? 1 / (1 + e) : e / (1 + e);
 }
 /* σ'(z) = σ(z)(1 − σ(z)) = e/(1 + e)² with e = e^−|z| (symmetric in z):
  * no cancellation, so it keeps full relative accuracy in the tails. */
-static inline REAL FN(sigmoid_d)(REAL z)
+VM_INLINE REAL FN(sigmoid_d)(REAL z)
 {
     REAL e = FN(vm_exp_nonpos)(-M(fabs)(z)), d = 1 + e;
     return e / (d * d);
@@ -38,39 +41,31 @@ static inline REAL FN(sigmoid_d)(REAL z)
 /* tanh(z) = −t/(2 + t) with t = e^−2|z| − 1, given the sign of z: no
  * cancellation (t keeps a tiny argument's relative accuracy), and −0 is
  * −0. */
-static inline REAL FN(tanh)(REAL z)
+VM_INLINE REAL FN(tanh)(REAL z)
 {
     REAL t = FN(vm_expm1_nonpos)(R(-2) * M(fabs)(z));
     return M(copysign)(-t / (2 + t), z);
 }
 /* tanh'(z) = 1 − tanh²(z) = 4e/(1 + e)² with e = e^−2|z|: no cancellation. */
-static inline REAL FN(tanh_d)(REAL z)
+VM_INLINE REAL FN(tanh_d)(REAL z)
 {
     REAL e = FN(vm_exp_nonpos)(R(-2) * M(fabs)(z)), d = 1 + e;
     return 4 * e / (d * d);
 }
 
 /* softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|) */
-static inline REAL FN(softplus)(REAL z)
+VM_INLINE REAL FN(softplus)(REAL z)
 {
     return (z > 0 ? z : 0) + FN(vm_log1p_unit)(FN(vm_exp_nonpos)(-M(fabs)(z)));
 }
-static inline REAL FN(softplus_d)(REAL z) { return FN(sigmoid)(z); }
+VM_INLINE REAL FN(softplus_d)(REAL z) { return FN(sigmoid)(z); }
 
-static inline REAL FN(elu)(REAL z) { return z > 0 ? z : FN(vm_expm1_nonpos)(z); }
-static inline REAL FN(elu_d)(REAL z) { return z > 0 ? 1 : FN(vm_exp_nonpos)(z); }
+VM_INLINE REAL FN(elu)(REAL z) { return z > 0 ? z : FN(vm_expm1_nonpos)(z); }
+VM_INLINE REAL FN(elu_d)(REAL z) { return z > 0 ? 1 : FN(vm_exp_nonpos)(z); }
 
 /* gelu(z) = z Φ(z), Φ(z) = erfc(−z/√2) / 2;  gelu'(z) = Φ(z) + z φ(z) */
-static inline REAL FN(gelu)(REAL z)
-{
-    return R(0.5) * z * M(erfc)(-z * R(0.70710678118654752440));
-}
-static inline REAL FN(gelu_d)(REAL z)
-{
-    REAL cdf = R(0.5) * M(erfc)(-z * R(0.70710678118654752440));
-    REAL pdf = R(0.39894228040143267794) * M(exp)(R(-0.5) * z * z);
-    return cdf + z * pdf;
-}
+VM_INLINE REAL FN(gelu)(REAL z) { return FN(vm_gelu)(z); }
+VM_INLINE REAL FN(gelu_d)(REAL z) { return FN(vm_gelu_d)(z); }
 
 /* One loop per activation, so the switch runs once per call, not once
  * per element:  out[i] OP σ(z[i])  (or σ' with suffix _d). */

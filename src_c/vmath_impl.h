@@ -1,6 +1,6 @@
 /*
- * vmath_impl.h — e^x, e^x − 1 and log(1 + x) on the ranges the
- * activations need, written so that GCC vectorizes the loops that call
+ * vmath_impl.h — e^x, e^x − 1, log(1 + x) and the normal distribution
+ * function Φ on the ranges the activations need, written so that GCC vectorizes the loops that call
  * them (activations_impl.h).  Template: see instantiate.h.
  *
  * Why not libm.  A loop calling expf or tanhf stays scalar (GCC would call
@@ -35,8 +35,20 @@
  * (elu's σ') within 0.95 ulp.
  */
 
+/* Always inlined: a loop over elements vectorizes only if every call in
+ * it is inlined, and GCC's heuristics stopped at the larger ones (gelu's
+ * σ' stayed scalar). */
+#ifndef VM_INLINE
+#if defined(__GNUC__)
+#define VM_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define VM_INLINE static __forceinline
+#else
+#define VM_INLINE static inline
+#endif
+#endif
+
 #if REAL_IS_FLOAT
-#define VM_INT int32_t
 #define VM_UINT uint32_t
 #define VM_MANT 23
 #define VM_BIAS 127
@@ -45,7 +57,6 @@
 #define VM_LN2_HI 0.693359375f       /* 355/512: n * VM_LN2_HI is exact */
 #define VM_LN2_LO (-2.12194440e-4f)
 #else
-#define VM_INT int64_t
 #define VM_UINT uint64_t
 #define VM_MANT 52
 #define VM_BIAS 1023
@@ -56,7 +67,7 @@
 #endif
 
 /* e^r − 1 for |r| <= ln 2 / 2. */
-static inline REAL FN(vm_em1_reduced)(REAL r)
+VM_INLINE REAL FN(vm_em1_reduced)(REAL r)
 {
 #if REAL_IS_FLOAT
     REAL p = R(1.0 / 40320);
@@ -83,30 +94,31 @@ static inline REAL FN(vm_em1_reduced)(REAL r)
     return r + r * (r * p);
 }
 
-/* 2^k for VM_LO / ln 2 - 1 <= k <= 0, as two factors each a normal number
- * (their product rounds once where 2^k is subnormal). */
-static inline REAL FN(vm_pow2)(VM_INT k)
+/* y 2^k for VM_LO / ln 2 − 1 <= k <= 0 (and |y| above 2^-40), as y 2^k1
+ * 2^k2 with both factors normal numbers: the first product is exact, so
+ * where y 2^k is subnormal it rounds once. */
+VM_INLINE REAL FN(vm_scale)(REAL y, IREAL k)
 {
     /* Logical shifts and adds only (AVX2 has no 64-bit arithmetic shift
      * or multiply): k1 = −⌊−k/2⌋, k2 = k − k1, both biased exponents > 0. */
-    VM_INT k1 = -(VM_INT)((VM_UINT)-k >> 1), k2 = k - k1;
+    IREAL k1 = -(IREAL)((VM_UINT)-k >> 1), k2 = k - k1;
     VM_UINT b1 = (VM_UINT)(k1 + VM_BIAS) << VM_MANT;
     VM_UINT b2 = (VM_UINT)(k2 + VM_BIAS) << VM_MANT;
     REAL s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
-    return s1 * s2;
+    return y * s1 * s2;
 }
 
 /* x = n ln 2 + r: returns r and sets *k = n (x clamped to [VM_LO, 0]). */
-static inline REAL FN(vm_reduce)(REAL x, VM_INT *k)
+VM_INLINE REAL FN(vm_reduce)(REAL x, IREAL *k)
 {
     x = x > 0 ? 0 : x;
     x = x < VM_LO ? VM_LO : x;
     REAL xs = x == x ? x : 0;                   /* NaN: r stays NaN, n is 0 */
     REAL t = xs * R(1.44269504088896340736) + VM_ROUND;  /* log2(e) */
     REAL n = t - VM_ROUND;                      /* round(x / ln 2), exactly */
-    VM_INT bits, round_bits;
+    IREAL bits, round_bits;
     const REAL round = VM_ROUND;
     memcpy(&bits, &t, sizeof bits);
     memcpy(&round_bits, &round, sizeof round_bits);
@@ -114,20 +126,26 @@ static inline REAL FN(vm_reduce)(REAL x, VM_INT *k)
     return (x - n * VM_LN2_HI) - n * VM_LN2_LO;
 }
 
-/* e^x for x <= 0 (NaN gives NaN, −inf 0). */
-static inline REAL FN(vm_exp_nonpos)(REAL x)
+/* e^x = m 2^k for x <= 0: returns m (within [√2/2, √2]) and sets *k. */
+VM_INLINE REAL FN(vm_exp_parts)(REAL x, IREAL *k)
 {
-    VM_INT k;
-    REAL r = FN(vm_reduce)(x, &k);
-    return (1 + FN(vm_em1_reduced)(r)) * FN(vm_pow2)(k);
+    return 1 + FN(vm_em1_reduced)(FN(vm_reduce)(x, k));
+}
+
+/* e^x for x <= 0 (NaN gives NaN, −inf 0). */
+VM_INLINE REAL FN(vm_exp_nonpos)(REAL x)
+{
+    IREAL k;
+    REAL m = FN(vm_exp_parts)(x, &k);
+    return FN(vm_scale)(m, k);
 }
 
 /* e^x − 1 for x <= 0 (NaN gives NaN, −inf −1, −0 −0). */
-static inline REAL FN(vm_expm1_nonpos)(REAL x)
+VM_INLINE REAL FN(vm_expm1_nonpos)(REAL x)
 {
-    VM_INT k;
+    IREAL k;
     REAL r = FN(vm_reduce)(x, &k);
-    REAL p = FN(vm_em1_reduced)(r), s = FN(vm_pow2)(k);
+    REAL p = FN(vm_em1_reduced)(r), s = FN(vm_scale)(1, k);
     return x == 0 ? x : k == 0 ? p : s * p + (s - 1);   /* ±0 keeps its sign */
 }
 
@@ -137,7 +155,7 @@ static inline REAL FN(vm_expm1_nonpos)(REAL x)
  * = 2 (s + s³/3 + s⁵/5 + …) with s = (m − 1)/(m + 1), |s| <= 0.1716: the
  * terms run to s⁹ in float and to s²¹ in double (the first omitted one is
  * below 2^-28 and 2^-55 of the sum). */
-static inline REAL FN(vm_log1p_unit)(REAL e)
+VM_INLINE REAL FN(vm_log1p_unit)(REAL e)
 {
     REAL u = 1 + e;
     REAL c = (e - (u - 1)) / u;
@@ -166,7 +184,116 @@ static inline REAL FN(vm_log1p_unit)(REAL e)
     return (above ? R(0.69314718055994530942) : 0) + (log_m + c);
 }
 
-#undef VM_INT
+/* erfcx(a) = e^(a²) erfc(a) for a >= 0 (NaN passes) as g(t) / (1 + 2a),
+ * g's Chebyshev series in t = (a − 3.75)/(a + 3.75) summed by Clenshaw's
+ * recurrence (b_k = c_k + 2t b_(k+1) − b_(k+2), g = c_0 + t b_1 − b_2).
+ * tools/fit_erfcx.py computes the coefficients (mpmath, 40 digits): the
+ * first omitted one is 2.7e-20 in float64 (degree 26), 2.9e-11 in
+ * float32 (degree 15, summed in double, so that the float result rounds
+ * once). */
+#define VM_CLENSHAW(c) (b2 = b1, b1 = b0, b0 = t2 * b1 - b2 + (c))
+VM_INLINE REAL FN(vm_erfcx)(REAL a)
+{
+    /* in double for both precisions: float32's result then rounds once */
+    double ad = (double)a, t = (ad - 3.75) / (ad + 3.75), t2 = 2 * t;
+    double b0 = 0, b1 = 0, b2 = 0;
+#if REAL_IS_FLOAT
+    VM_CLENSHAW(-6.3180883408866844944e-11);
+    VM_CLENSHAW(-7.7544002088313511065e-10);
+    VM_CLENSHAW(4.5219598112182868979e-9);
+    VM_CLENSHAW(1.0764999465670910377e-8);
+    VM_CLENSHAW(-2.1886401049234395661e-7);
+    VM_CLENSHAW(7.7403830661984906686e-7);
+    VM_CLENSHAW(4.1390279860730101675e-6);
+    VM_CLENSHAW(-6.9169733025012063671e-5);
+    VM_CLENSHAW(4.9077583652580863229e-4);
+    VM_CLENSHAW(-2.4131635404176081909e-3);
+    VM_CLENSHAW(9.0749976707052650939e-3);
+    VM_CLENSHAW(-2.6658668435305752277e-2);
+    VM_CLENSHAW(5.9209939998191890498e-2);
+    VM_CLENSHAW(-8.4249133366517915584e-2);
+    VM_CLENSHAW(-4.5900545806464773309e-3);
+    return (REAL)((1.1775789345674017541 + t * b0 - b1) / (1 + 2 * ad));
+#else
+    VM_CLENSHAW(-2.1873429443030184696e-18);
+    VM_CLENSHAW(-2.2370566594360004042e-18);
+    VM_CLENSHAW(5.0681489047961112359e-17);
+    VM_CLENSHAW(7.418235256624043382e-17);
+    VM_CLENSHAW(-1.2507950530688647093e-15);
+    VM_CLENSHAW(-1.8645628804193131024e-15);
+    VM_CLENSHAW(3.3478119482868053877e-14);
+    VM_CLENSHAW(3.2525481481487398415e-14);
+    VM_CLENSHAW(-9.6546967484334389059e-13);
+    VM_CLENSHAW(1.9455868545777347229e-13);
+    VM_CLENSHAW(2.8687950109306698981e-11);
+    VM_CLENSHAW(-6.3180883408866844944e-11);
+    VM_CLENSHAW(-7.7544002088313511065e-10);
+    VM_CLENSHAW(4.5219598112182868979e-9);
+    VM_CLENSHAW(1.0764999465670910377e-8);
+    VM_CLENSHAW(-2.1886401049234395661e-7);
+    VM_CLENSHAW(7.7403830661984906686e-7);
+    VM_CLENSHAW(4.1390279860730101675e-6);
+    VM_CLENSHAW(-6.9169733025012063671e-5);
+    VM_CLENSHAW(4.9077583652580863229e-4);
+    VM_CLENSHAW(-2.4131635404176081909e-3);
+    VM_CLENSHAW(9.0749976707052650939e-3);
+    VM_CLENSHAW(-2.6658668435305752277e-2);
+    VM_CLENSHAW(5.9209939998191890498e-2);
+    VM_CLENSHAW(-8.4249133366517915584e-2);
+    VM_CLENSHAW(-4.5900545806464773309e-3);
+    return (REAL)((1.1775789345674017541 + t * b0 - b1) / (1 + 2 * ad));
+#endif
+}
+#undef VM_CLENSHAW
+
+/* gelu(z) = z Φ(z) and gelu'(z) = Φ(z) + z φ(z), with Φ(z) = erfc(−z/√2)/2
+ * the normal distribution function and φ(z) = e^(−z²/2)/√(2π).  With
+ * a = |z|/√2: erfc(a) = e^(−a²) erfcx(a), and erfc(−a) = 2 − erfc(a) (no
+ * cancellation: erfc(a) <= 1).  e^(−a²) = e^(−z²/2) is taken from z, not
+ * from the rounded a: z² = hi + lo exactly (Dekker's product: |z| split
+ * into halves whose products are exact; no FMA), then e^(−hi/2) (1 −
+ * lo/2); a rounding of a or of a² would cost up to a² ulp in the left
+ * tail (a² = 700 at Φ(−37.4) in float64), while erfcx varies slowly
+ * enough not to mind a's.  vm_gauss_parts returns m and sets *k and
+ * *h = erfcx(a)/2, with e^(−z²/2) = m 2^k: Φ(z) = h m 2^k for z < 0,
+ * 1 − h m 2^k otherwise.  In the left tail gelu and gelu' are assembled
+ * at m's scale and multiplied by 2^k last, so that a subnormal result
+ * rounds once (z times a subnormal Φ would multiply its rounding error
+ * by |z|: 19 ulp at z = −38 in float64). */
+VM_INLINE REAL FN(vm_gauss_parts)(REAL z, IREAL *k, REAL *h)
+{
+#if REAL_IS_FLOAT
+    const REAL split = 4097.0f, top = 21.0f;    /* 2^12 + 1; Φ(−21) < 2^-150 */
+#else
+    const REAL split = 134217729.0, top = 56.0; /* 2^27 + 1; Φ(−56) < 2^-1075 */
+#endif
+    REAL w = M(fabs)(z);
+    w = w > top ? top : w;                      /* NaN stays NaN */
+    REAL big = w * split, wh = big - (big - w), wl = w - wh;
+    REAL hi = w * w, lo = ((wh * wh - hi) + 2 * wh * wl) + wl * wl;
+    *h = R(0.5) * FN(vm_erfcx)(w * R(0.70710678118654752440));
+    REAL m = FN(vm_exp_parts)(R(-0.5) * hi, k) * (1 - R(0.5) * lo);
+    /* Beyond vm_exp_parts' range e^(−z²/2) |z| is below half the least
+     * subnormal: exactly 0 (its m 2^k stands for e^VM_LO there). */
+    return R(-0.5) * hi < VM_LO ? 0 : m;
+}
+
+VM_INLINE REAL FN(vm_gelu)(REAL z)
+{
+    IREAL k;
+    REAL h, m = FN(vm_gauss_parts)(z, &k, &h);
+    return z < 0 ? FN(vm_scale)(z * (h * m), k) : z * (1 - FN(vm_scale)(h * m, k));
+}
+
+VM_INLINE REAL FN(vm_gelu_d)(REAL z)
+{
+    const REAL c = R(0.39894228040143267794);  /* 1/√(2π) */
+    IREAL k;
+    REAL h, m = FN(vm_gauss_parts)(z, &k, &h);
+    return z < 0 ? FN(vm_scale)(h * m + z * (m * c), k)
+                 : (1 - FN(vm_scale)(h * m, k)) + z * FN(vm_scale)(m * c, k);
+}
+
 #undef VM_UINT
 #undef VM_MANT
 #undef VM_BIAS
