@@ -27,7 +27,8 @@
  * the float64 max |x| loops use): setup.py passes -ffp-contract=off, so
  * no multiply-add is contracted, floating-point sums are not reassociated
  * into vector lanes, and every clone rounds every operation alike
- * (bit-identical results).  Elsewhere (other compilers, platforms, musl, whose
+ * (bit-identical results; a NaN's sign and payload aside, which IEEE 754
+ * leaves open and the clones' instructions set differently).  Elsewhere (other compilers, platforms, musl, whose
  * loader has no ifunc, or CBP_NO_CLONES) it is empty. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     defined(__GLIBC__) && !defined(CBP_NO_CLONES)

@@ -24,8 +24,8 @@
  *
  * Domain.  Only x <= 0 is needed (sigmoid and softplus take e^−|z|, tanh
  * e^−2|z| − 1, elu z <= 0): larger x count as 0, and x below LO (where
- * e^x is below half the least subnormal) as LO, so −inf gives 0 and
- * −1.  NaN passes through (the integer path sees 0 instead, so nothing
+ * e^x, even times gelu's factors up to 8.4 in float and 22 in double, is
+ * below half the least subnormal) as LO, so −inf gives 0 and −1.  NaN passes through (the integer path sees 0 instead, so nothing
  * undefined happens to it).
  *
  * Accuracy of the activations built on these, against long double on 2.4
@@ -34,6 +34,18 @@
  * ulp, as the same formulas on glibc's functions measured; e^x alone
  * (elu's σ') within 0.95 ulp.
  */
+
+/* Every operation must round to its type: the range reduction reads n
+ * both from a rounded sum's bits and as that sum less its constant, and
+ * Dekker's split and log1p's correction subtract rounded values.  x87
+ * arithmetic (32-bit x86 without -mfpmath=sse) or reassociation breaks
+ * them (tanh(0.5) came out 0.333 under -mfpmath=387). */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0 && FLT_EVAL_METHOD != -1
+#error "cbp needs FLT_EVAL_METHOD 0 (on 32-bit x86: -msse2 -mfpmath=sse)"
+#endif
+#if defined(__FAST_MATH__) || defined(__ASSOCIATIVE_MATH__)
+#error "cbp's vector math must not be built with -ffast-math or -fassociative-math"
+#endif
 
 /* Always inlined: a loop over elements vectorizes only if every call in
  * it is inlined, and GCC's heuristics stopped at the larger ones (gelu's
@@ -52,7 +64,7 @@
 #define VM_UINT uint32_t
 #define VM_MANT 23
 #define VM_BIAS 127
-#define VM_LO (-104.0f)              /* e^-104 < 2^-150: rounds to 0 */
+#define VM_LO (-108.0f)              /* 8.4 e^-108 < 2^-150: rounds to 0 */
 #define VM_ROUND 12582912.0f         /* 1.5 · 2^23: adding it rounds to an integer */
 #define VM_LN2_HI 0.693359375f       /* 355/512: n * VM_LN2_HI is exact */
 #define VM_LN2_LO (-2.12194440e-4f)
@@ -60,7 +72,7 @@
 #define VM_UINT uint64_t
 #define VM_MANT 52
 #define VM_BIAS 1023
-#define VM_LO (-746.0)               /* e^-746 < 2^-1075: rounds to 0 */
+#define VM_LO (-750.0)               /* 22 e^-750 < 2^-1075: rounds to 0 */
 #define VM_ROUND 6755399441055744.0  /* 1.5 · 2^52 */
 #define VM_LN2_HI 6.93145751953125e-1
 #define VM_LN2_LO 1.42860682030941723212e-6
@@ -189,62 +201,40 @@ VM_INLINE REAL FN(vm_log1p_unit)(REAL e)
  * recurrence (b_k = c_k + 2t b_(k+1) − b_(k+2), g = c_0 + t b_1 − b_2).
  * tools/fit_erfcx.py computes the coefficients (mpmath, 40 digits): the
  * first omitted one is 2.7e-20 in float64 (degree 26), 2.9e-11 in
- * float32 (degree 15, summed in double, so that the float result rounds
- * once). */
-#define VM_CLENSHAW(c) (b2 = b1, b1 = b0, b0 = t2 * b1 - b2 + (c))
+ * float32 (degree 15: the same series, begun lower; summed in double, so
+ * that the float result rounds once). */
+static const double FN(vm_erfcx_c)[27] = { /* c_0 .. c_26 */
+    1.1775789345674017541, -4.5900545806464773309e-3, -8.4249133366517915584e-2,
+    5.9209939998191890498e-2, -2.6658668435305752277e-2, 9.0749976707052650939e-3,
+    -2.4131635404176081909e-3, 4.9077583652580863229e-4, -6.9169733025012063671e-5,
+    4.1390279860730101675e-6, 7.7403830661984906686e-7, -2.1886401049234395661e-7,
+    1.0764999465670910377e-8, 4.5219598112182868979e-9, -7.7544002088313511065e-10,
+    -6.3180883408866844944e-11, 2.8687950109306698981e-11, 1.9455868545777347229e-13,
+    -9.6546967484334389059e-13, 3.2525481481487398415e-14, 3.3478119482868053877e-14,
+    -1.8645628804193131024e-15, -1.2507950530688647093e-15, 7.418235256624043382e-17,
+    5.0681489047961112359e-17, -2.2370566594360004042e-18, -2.1873429443030184696e-18
+};
+
 VM_INLINE REAL FN(vm_erfcx)(REAL a)
 {
     /* in double for both precisions: float32's result then rounds once */
     double ad = (double)a, t = (ad - 3.75) / (ad + 3.75), t2 = 2 * t;
-    double b0 = 0, b1 = 0, b2 = 0;
-#if REAL_IS_FLOAT
-    VM_CLENSHAW(-6.3180883408866844944e-11);
-    VM_CLENSHAW(-7.7544002088313511065e-10);
-    VM_CLENSHAW(4.5219598112182868979e-9);
-    VM_CLENSHAW(1.0764999465670910377e-8);
-    VM_CLENSHAW(-2.1886401049234395661e-7);
-    VM_CLENSHAW(7.7403830661984906686e-7);
-    VM_CLENSHAW(4.1390279860730101675e-6);
-    VM_CLENSHAW(-6.9169733025012063671e-5);
-    VM_CLENSHAW(4.9077583652580863229e-4);
-    VM_CLENSHAW(-2.4131635404176081909e-3);
-    VM_CLENSHAW(9.0749976707052650939e-3);
-    VM_CLENSHAW(-2.6658668435305752277e-2);
-    VM_CLENSHAW(5.9209939998191890498e-2);
-    VM_CLENSHAW(-8.4249133366517915584e-2);
-    VM_CLENSHAW(-4.5900545806464773309e-3);
-    return (REAL)((1.1775789345674017541 + t * b0 - b1) / (1 + 2 * ad));
-#else
-    VM_CLENSHAW(-2.1873429443030184696e-18);
-    VM_CLENSHAW(-2.2370566594360004042e-18);
-    VM_CLENSHAW(5.0681489047961112359e-17);
-    VM_CLENSHAW(7.418235256624043382e-17);
-    VM_CLENSHAW(-1.2507950530688647093e-15);
-    VM_CLENSHAW(-1.8645628804193131024e-15);
-    VM_CLENSHAW(3.3478119482868053877e-14);
-    VM_CLENSHAW(3.2525481481487398415e-14);
-    VM_CLENSHAW(-9.6546967484334389059e-13);
-    VM_CLENSHAW(1.9455868545777347229e-13);
-    VM_CLENSHAW(2.8687950109306698981e-11);
-    VM_CLENSHAW(-6.3180883408866844944e-11);
-    VM_CLENSHAW(-7.7544002088313511065e-10);
-    VM_CLENSHAW(4.5219598112182868979e-9);
-    VM_CLENSHAW(1.0764999465670910377e-8);
-    VM_CLENSHAW(-2.1886401049234395661e-7);
-    VM_CLENSHAW(7.7403830661984906686e-7);
-    VM_CLENSHAW(4.1390279860730101675e-6);
-    VM_CLENSHAW(-6.9169733025012063671e-5);
-    VM_CLENSHAW(4.9077583652580863229e-4);
-    VM_CLENSHAW(-2.4131635404176081909e-3);
-    VM_CLENSHAW(9.0749976707052650939e-3);
-    VM_CLENSHAW(-2.6658668435305752277e-2);
-    VM_CLENSHAW(5.9209939998191890498e-2);
-    VM_CLENSHAW(-8.4249133366517915584e-2);
-    VM_CLENSHAW(-4.5900545806464773309e-3);
-    return (REAL)((1.1775789345674017541 + t * b0 - b1) / (1 + 2 * ad));
+    double b0 = 0, b1 = 0, b2;
+    /* unrolled, so that the loop over elements around it vectorizes */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 32
 #endif
+    for (int j = REAL_IS_FLOAT ? 15 : 26; j >= 1; j--) {
+        b2 = b1;
+        b1 = b0;
+        b0 = t2 * b1 - b2 + FN(vm_erfcx_c)[j];
+    }
+    double g = FN(vm_erfcx_c)[0] + t * b0 - b1;
+    /* At t = −1 the recurrence's terms alternate and its rounding reaches
+     * a few ulp (4.8 measured): below 1e-17, where erfcx(a) = 1 − 1.13 a
+     * rounds to 1, it is 1 exactly (so Φ(0) is 0.5). */
+    return (REAL)(ad < 1e-17 ? 1.0 : g / (1 + 2 * ad));
 }
-#undef VM_CLENSHAW
 
 /* gelu(z) = z Φ(z) and gelu'(z) = Φ(z) + z φ(z), with Φ(z) = erfc(−z/√2)/2
  * the normal distribution function and φ(z) = e^(−z²/2)/√(2π).  With
@@ -260,38 +250,52 @@ VM_INLINE REAL FN(vm_erfcx)(REAL a)
  * at m's scale and multiplied by 2^k last, so that a subnormal result
  * rounds once (z times a subnormal Φ would multiply its rounding error
  * by |z|: 19 ulp at z = −38 in float64). */
+/* min(|z|, top), NaN kept: past top, Φ(−|z|) and φ(z) |z| are 0. */
+VM_INLINE REAL FN(vm_tail_abs)(REAL z)
+{
+#if REAL_IS_FLOAT
+    const REAL top = 21.0f;                     /* Φ(−21) < 2^-150 */
+#else
+    const REAL top = 56.0;                      /* Φ(−56) < 2^-1075 */
+#endif
+    REAL w = M(fabs)(z);
+    return w > top ? top : w;
+}
+
 VM_INLINE REAL FN(vm_gauss_parts)(REAL z, IREAL *k, REAL *h)
 {
 #if REAL_IS_FLOAT
-    const REAL split = 4097.0f, top = 21.0f;    /* 2^12 + 1; Φ(−21) < 2^-150 */
+    const REAL split = 4097.0f;                 /* 2^12 + 1 */
 #else
-    const REAL split = 134217729.0, top = 56.0; /* 2^27 + 1; Φ(−56) < 2^-1075 */
+    const REAL split = 134217729.0;             /* 2^27 + 1 */
 #endif
-    REAL w = M(fabs)(z);
-    w = w > top ? top : w;                      /* NaN stays NaN */
+    REAL w = FN(vm_tail_abs)(z);
     REAL big = w * split, wh = big - (big - w), wl = w - wh;
     REAL hi = w * w, lo = ((wh * wh - hi) + 2 * wh * wl) + wl * wl;
     *h = R(0.5) * FN(vm_erfcx)(w * R(0.70710678118654752440));
     REAL m = FN(vm_exp_parts)(R(-0.5) * hi, k) * (1 - R(0.5) * lo);
-    /* Beyond vm_exp_parts' range e^(−z²/2) |z| is below half the least
-     * subnormal: exactly 0 (its m 2^k stands for e^VM_LO there). */
+    /* Beyond vm_exp_parts' range e^(−z²/2) |z|/√(2π) is below half the
+     * least subnormal: exactly 0 (its m 2^k stands for e^VM_LO there). */
     return R(-0.5) * hi < VM_LO ? 0 : m;
 }
 
+/* The products of the left tail take w = min(|z|, top) for −z, so that
+ * z = −inf gives −0 and gelu'(±inf) 0 and 1, not inf · 0; and gelu' there
+ * is −(w φ − Φ), a negative value that underflows to −0, not +0. */
 VM_INLINE REAL FN(vm_gelu)(REAL z)
 {
     IREAL k;
-    REAL h, m = FN(vm_gauss_parts)(z, &k, &h);
-    return z < 0 ? FN(vm_scale)(z * (h * m), k) : z * (1 - FN(vm_scale)(h * m, k));
+    REAL h, m = FN(vm_gauss_parts)(z, &k, &h), w = FN(vm_tail_abs)(z);
+    return z < 0 ? -FN(vm_scale)(w * (h * m), k) : z * (1 - FN(vm_scale)(h * m, k));
 }
 
 VM_INLINE REAL FN(vm_gelu_d)(REAL z)
 {
     const REAL c = R(0.39894228040143267794);  /* 1/√(2π) */
     IREAL k;
-    REAL h, m = FN(vm_gauss_parts)(z, &k, &h);
-    return z < 0 ? FN(vm_scale)(h * m + z * (m * c), k)
-                 : (1 - FN(vm_scale)(h * m, k)) + z * FN(vm_scale)(m * c, k);
+    REAL h, m = FN(vm_gauss_parts)(z, &k, &h), w = FN(vm_tail_abs)(z);
+    return z < 0 ? -FN(vm_scale)(w * (m * c) - h * m, k)
+                 : (1 - FN(vm_scale)(h * m, k)) + w * FN(vm_scale)(m * c, k);
 }
 
 #undef VM_UINT
