@@ -35,14 +35,15 @@ def bind_blas_threads(size_t get_address, size_t set_address):
     _set_threads = <set_threads_t><void *>set_address
 
 
-cdef inline int _threads_enter(int want) noexcept nogil:
+cdef inline int _threads_enter(int want, bint note=True) noexcept nogil:
     """Switch BLAS to `want` threads; return the count to restore (0: none).
     A call on two or more threads is noted for cbp's pool (see
-    cbp_pool_acquire)."""
+    cbp_pool_acquire), unless not `note`: a step that the pool refused
+    (see _pool_enter) must not renew the wait that refused it."""
     if _get_threads == NULL:
         return 0
     cdef int old = _get_threads()
-    if want > 1 or (want <= 0 and old > 1):
+    if note and (want > 1 or (want <= 0 and old > 1)):
         cbp_pool_note_blas_threads()
     if want <= 0 or old == want:
         return 0
@@ -96,7 +97,7 @@ def pool_active():
 
 
 cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int wanted,
-                            Py_ssize_t rows, bint steady) noexcept nogil:
+                            Py_ssize_t rows, bint steady, bint *refused=NULL) noexcept nogil:
     """Take the pool for a call (the engine `wanted` it, see
     cbp._threads.pool_for: 2 only if the pool can have as many threads as
     BLAS would) whose steps of `rows` rows (>= 2, one chunk) asked for
@@ -105,7 +106,9 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int
     makes BLAS single-threaded), or 0 (busy, off, or not such a call).
     opt NULL: a forward-only call (inference).  steady: a call of fit,
     which takes the pool even while OpenBLAS's workers may still spin
-    (see cbp_pool_acquire), so that its path does not depend on timing."""
+    (see cbp_pool_acquire), so that its path does not depend on timing.
+    *refused (if given): set when such a call was not granted the pool
+    (busy, or OpenBLAS's workers may still spin)."""
     if opt != NULL and rows > net.capacity:
         return 0   # a step in chunks
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
@@ -118,6 +121,8 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int
         return 0
     cdef int parts = cbp_pool_acquire(threads, steady)
     net.pool_parts = parts
+    if refused != NULL:
+        refused[0] = parts == 0
     return parts
 
 
@@ -649,9 +654,15 @@ cdef class Engine:
         cdef const void *w = self._weights(sample_weight, n)
         cdef double loss
         cdef int status, restore, parts
+        cdef bint refused = False
         with nogil:
-            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, n, False)
-            restore = _threads_enter(1 if parts else self.blas_threads)
+            # A step the pool refused runs on OpenBLAS's threads without
+            # renewing the pool's wait: noted, each such step of a loop
+            # renewed it, and a train_step loop begun within 0.14 s of a
+            # threaded call never reached the pool.
+            parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, n, False,
+                                &refused)
+            restore = _threads_enter(1 if parts else self.blas_threads, not refused)
             _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
                 status = cbp_net_train_step_f32(&self.net, &state.opt, n, <const float *>x,

@@ -492,6 +492,24 @@ def test_the_pool_waits_for_openblas_workers_to_sleep():
     pooled(lambda: net.train_step(X, y, cbp.SGD(lr=0.1)))
 
 
+def test_a_train_step_loop_reaches_the_pool_after_a_threaded_call():
+    """The steps that stand aside (on OpenBLAS's threads, right after a
+    threaded call) do not renew the wait themselves: a train_step loop
+    begun right after one reaches the pool once the wait is over.  (They
+    renewed it, and such a loop never took the pool.)"""
+    sizes = [10, 20, 3]
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    _engine.set_pool(False)
+    net.train_step(X, y, cbp.SGD(lr=0.1))      # threaded OpenBLAS
+    _engine.set_pool(True)
+    before = _engine.pool_jobs()
+    start = time.perf_counter()
+    while time.perf_counter() - start < 3 * QUIET:
+        net.train_step(X, y, cbp.SGD(lr=0.1))
+    assert _engine.pool_jobs() > before
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fit_takes_the_pool_right_after_a_threaded_call(dtype):
     """fit does not stand aside for OpenBLAS's spinning workers: every
