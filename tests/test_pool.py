@@ -476,20 +476,28 @@ def test_fit_validates_on_the_pool_when_it_trains_on_it(monkeypatch):
                                    rtol=1e-4)
 
 
+def _step_right_after_a_threaded_step():
+    """A small network and a step of it, called once on OpenBLAS's threads
+    (the pool off), so that their workers spin now."""
+    sizes = [10, 20, 3]
+    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
+    net = net_of(sizes)
+    step = lambda: net.train_step(X, y, cbp.SGD(lr=0.1))  # noqa: E731
+    _engine.set_pool(False)
+    step()                                      # threaded OpenBLAS
+    _engine.set_pool(True)
+    return step
+
+
 def test_the_pool_waits_for_openblas_workers_to_sleep():
     """Right after cbp ran BLAS on OpenBLAS's threads, whose workers then
     spin for about 0.1 s, a step runs on those threads, not on the pool
     beside them; once they sleep, it takes the pool again."""
-    sizes = [10, 20, 3]
-    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
-    net = net_of(sizes)
-    _engine.set_pool(False)
-    net.train_step(X, y, cbp.SGD(lr=0.1))      # threaded OpenBLAS
-    _engine.set_pool(True)
+    step = _step_right_after_a_threaded_step()
     before = _engine.pool_jobs()
-    net.train_step(X, y, cbp.SGD(lr=0.1))
+    step()
     assert _engine.pool_jobs() == before
-    pooled(lambda: net.train_step(X, y, cbp.SGD(lr=0.1)))
+    pooled(step)
 
 
 def test_a_train_step_loop_reaches_the_pool_after_a_threaded_call():
@@ -497,16 +505,11 @@ def test_a_train_step_loop_reaches_the_pool_after_a_threaded_call():
     threaded call) do not renew the wait themselves: a train_step loop
     begun right after one reaches the pool once the wait is over.  (They
     renewed it, and such a loop never took the pool.)"""
-    sizes = [10, 20, 3]
-    X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
-    net = net_of(sizes)
-    _engine.set_pool(False)
-    net.train_step(X, y, cbp.SGD(lr=0.1))      # threaded OpenBLAS
-    _engine.set_pool(True)
+    step = _step_right_after_a_threaded_step()
     before = _engine.pool_jobs()
     start = time.perf_counter()
     while time.perf_counter() - start < 3 * QUIET:
-        net.train_step(X, y, cbp.SGD(lr=0.1))
+        step()
     assert _engine.pool_jobs() > before
 
 
