@@ -4,7 +4,8 @@
  *
  * Stability: sigmoid and softplus never evaluate exp of a positive
  * argument, so they stay finite for any finite z; gelu uses erfc (as
- * e^(−a²) erfcx(a)), which keeps its left tail accurate.  NaN propagates through every σ.
+ * e^(−a²) erfcx(a)), which keeps its left tail accurate.  NaN propagates
+ * through every σ.
  *
  * e^x, e^x − 1, log(1 + x) and Φ come from vmath_impl.h, not libm, so
  * that the loops below vectorize (every σ and σ').
