@@ -81,10 +81,9 @@ def main(argv=None):
     times = {name: [] for name in contenders}
     names = list(contenders)
     # Steps of this size on cbp's pool (docs/threads.md): the floor runs on
-    # OpenBLAS's threads, whose workers spin 0.1 s after it, and a
-    # train_step stands aside for 0.14 s after cbp's last threaded OpenBLAS
-    # call (fit takes the pool, slowed beside them) — so each contender
-    # after the floor waits that out, as in run.py.
+    # OpenBLAS's threads, whose workers spin 0.1 s after it (fit and the C
+    # loop take the pool all the same, slowed beside them) — so each
+    # contender after the floor waits that out, as in run.py.
     from cbp import _engine
     on_pool = _engine.pool_active() and engine.pool
     for r in range(args.rounds):

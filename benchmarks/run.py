@@ -141,6 +141,21 @@ def make_contenders(problem, groups, threads, tpc, floor_chunk, cbp_threads=Fals
     return made
 
 
+def pause(seconds):
+    """Idle so that the last library's worker threads stop spinning.  cbp's
+    train_step stands aside from its pool after cbp's own threaded calls
+    for a count of work, not of time (docs/threads.md: so that its path
+    never depends on timing); the pause is what it stands aside for, so
+    cbp is told, and a train_step block starts as a loop in a fresh
+    process does."""
+    time.sleep(seconds)
+    try:
+        from cbp import _engine
+        _engine.pool_settle()
+    except (ImportError, AttributeError):
+        pass
+
+
 def calibrate(contender, block):
     """Warm up, then the number of steps that takes about `block` seconds."""
     contender.run(1)
@@ -177,7 +192,7 @@ def bench_config(name, mode, groups, threads, tpc, floor_chunk, check=False,
     steps = {}
     for c in contenders:
         try:
-            time.sleep(gap)
+            pause(gap)
             steps[c.name] = calibrate(c, mode["block"])
         except Exception:
             log(f"{name}: {c.name} failed:\n{traceback.format_exc()}")
@@ -192,7 +207,7 @@ def bench_config(name, mode, groups, threads, tpc, floor_chunk, check=False,
         shift = r % max(1, len(contenders))
         for c in contenders[shift:] + contenders[:shift]:
             if c.pool != last_pool:
-                time.sleep(gap)   # let the last library's worker threads stop spinning
+                pause(gap)   # let the last library's worker threads stop spinning
             last_pool = c.pool
             c.warm()
             t, s = c.run(steps[c.name])

@@ -177,7 +177,8 @@ cdef extern from "cbp.h" nogil:
 
     enum: CBP_POOL_MAX_LAYERS
     enum: CBP_POOL_MAX_PARTS
-    int cbp_pool_acquire(int parts, int steady)
+    int cbp_pool_acquire(int parts, int steady, long long cost_ns)
+    void cbp_pool_settle()
     void cbp_pool_release()
     long long cbp_pool_jobs()
     void cbp_pool_note_blas_threads()

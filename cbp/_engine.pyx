@@ -96,8 +96,27 @@ def pool_active():
     return bool(_pool_on and _get_threads != NULL)
 
 
+def pool_settle():
+    """For tests and benchmarks that waited for OpenBLAS's workers to
+    sleep: the next calls need not stand aside (see cbp_pool_acquire)."""
+    cbp_pool_settle()
+
+
+cdef inline long long _work_ns(const cbp_net *net, double steps, double rows,
+                               double flops_per_row_param, int typenum) noexcept nogil:
+    """A call's work in estimated ns, as cbp_pool_acquire counts it: per
+    step 20 µs plus flops_per_row_param · rows · parameters flops at 100
+    per ns (float32) or 50 (float64), near what 2 cores did at
+    784-256-128-10.  An estimate, never a measurement, so that the path a
+    sequence of calls takes never depends on timing."""
+    cdef double per_ns = 100.0 if typenum == cnp.NPY_FLOAT32 else 50.0
+    cdef double ns = steps * (20000.0 + flops_per_row_param * rows * net.n_params / per_ns)
+    return <long long>(ns if ns < 1e18 else 1e18)
+
+
 cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int wanted,
-                            Py_ssize_t rows, bint steady, bint *refused=NULL) noexcept nogil:
+                            Py_ssize_t rows, bint steady, long long cost_ns,
+                            bint *refused=NULL) noexcept nogil:
     """Take the pool for a call (the engine `wanted` it, see
     cbp._threads.pool_for: 2 only if the pool can have as many threads as
     BLAS would) whose steps of `rows` rows (>= 2, one chunk) asked for
@@ -105,10 +124,10 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int
     set with threadpoolctl holds): the parts granted (the caller then
     makes BLAS single-threaded), or 0 (busy, off, or not such a call).
     opt NULL: a forward-only call (inference).  steady: a call of fit,
-    which takes the pool even while OpenBLAS's workers may still spin
-    (see cbp_pool_acquire), so that its path does not depend on timing.
-    *refused (if given): set when such a call was not granted the pool
-    (busy, or OpenBLAS's workers may still spin)."""
+    which takes the pool even where other calls stand aside for
+    OpenBLAS's workers (see cbp_pool_acquire).  cost_ns: the call's work
+    (_work_ns).  *refused (if given): set when such a call was not
+    granted the pool (busy, or standing aside)."""
     if opt != NULL and rows > net.capacity:
         return 0   # a step in chunks
     if not wanted or rows < 2 or not _pool_on or _get_threads == NULL:
@@ -119,7 +138,7 @@ cdef inline int _pool_enter(cbp_net *net, const cbp_optim *opt, int threads, int
         return 0
     if wanted == 2 and threads > CBP_POOL_MAX_PARTS:
         return 0
-    cdef int parts = cbp_pool_acquire(threads, steady)
+    cdef int parts = cbp_pool_acquire(threads, steady, cost_ns)
     net.pool_parts = parts
     if refused != NULL:
         refused[0] = parts == 0
@@ -599,7 +618,8 @@ cdef class Engine:
             raise ValueError("Engine.forward: unknown transform")
         cdef int restore, parts
         with nogil:
-            parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool, n, False)
+            parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool, n, False,
+                                _work_ns(&self.net, 1, n, 2, self.typenum))
             restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 cbp_net_forward_f32(&self.net, n, <const float *>x, <float *>o, transform)
@@ -630,7 +650,8 @@ cdef class Engine:
         with nogil:
             # Forward-only (an evaluation) may run on the pool; not backward.
             parts = _pool_enter(&self.net, NULL, self.blas_threads, self.pool,
-                                0 if want_grads else n, steady)
+                                0 if want_grads else n, steady,
+                                _work_ns(&self.net, 1, n, 2, self.typenum))
             restore = _threads_enter(1 if parts else self.blas_threads)
             if self.typenum == cnp.NPY_FLOAT32:
                 loss = cbp_net_loss_f32(&self.net, n, <const float *>x, t, <const float *>w,
@@ -656,12 +677,12 @@ cdef class Engine:
         cdef int status, restore, parts
         cdef bint refused = False
         with nogil:
-            # A step the pool refused runs on OpenBLAS's threads without
-            # renewing the pool's wait: noted, each such step of a loop
-            # renewed it, and a train_step loop begun within 0.14 s of a
+            # A step that stood aside for OpenBLAS's workers runs on their
+            # threads without renewing the wait: noted, each such step of
+            # a loop renewed it, and a train_step loop begun after a
             # threaded call never reached the pool.
             parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, n, False,
-                                &refused)
+                                _work_ns(&self.net, 1, n, 6, self.typenum), &refused)
             restore = _threads_enter(1 if parts else self.blas_threads, not refused)
             _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
@@ -721,7 +742,7 @@ cdef class Engine:
         cdef int status, restore, parts
         with nogil:
             parts = _pool_enter(&self.net, &state.opt, self.blas_threads, self.pool, batch_size,
-                                True)
+                                True, _work_ns(&self.net, n_batches, batch_size, 6, self.typenum))
             restore = _threads_enter(1 if parts else self.blas_threads)
             _obx_enter(&self.net, parts)
             if self.typenum == cnp.NPY_FLOAT32:
@@ -758,7 +779,8 @@ cdef class Engine:
         cdef int parts = 0, on_pool = 0, ok
         with nogil:
             if nbytes >= _finite_split_bytes:
-                parts = _pool_enter(&self.net, NULL, threads, pool, rows, steady)
+                parts = _pool_enter(&self.net, NULL, threads, pool, rows, steady,
+                                    nbytes // 10)   # read at about 10 bytes per ns
                 on_pool = parts
                 if not parts and _obx_on and _obx_bound and _get_threads != NULL:
                     if threads <= 0:

@@ -392,20 +392,25 @@ int cbp_optim_step_f64(cbp_optim *opt, ptrdiff_t n, double *p, const double *g);
 
 enum { CBP_POOL_MAX_PARTS = 8, CBP_POOL_MAX_LAYERS = 32 };
 typedef void (*cbp_pool_fn)(void *arg, int part, int parts);
-/* Take the pool for up to `parts` threads (the caller included): returns
- * the parts granted (>= 2), or 0 when it is in use, threads cannot be
- * made (then run serially), or, unless `steady`, OpenBLAS's workers may
- * still be spinning. */
-int cbp_pool_acquire(int parts, int steady);
+/* Take the pool for up to `parts` threads (the caller included) for a
+ * call of about cost_ns of work: returns the parts granted (>= 2), or 0
+ * when it is in use, threads cannot be made (then run serially), or,
+ * unless `steady`, the call stands aside for OpenBLAS's workers (see
+ * cbp_pool_note_blas_threads). */
+int cbp_pool_acquire(int parts, int steady, long long cost_ns);
 void cbp_pool_release(void);
 /* fn(arg, p, parts) on parts threads, p = 0 on the caller; returns when
  * every part has returned.  Only between acquire and release. */
 void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts);
 /* Inside fn: wait until every part of the job has arrived. */
 void cbp_pool_barrier(void);
-/* The caller is about to run BLAS on 2+ OpenBLAS threads: for the next
- * 0.14 s, while OpenBLAS's workers spin, acquire answers 0 unless steady. */
+/* The caller is about to run BLAS on 2+ OpenBLAS threads, whose workers
+ * then spin for about 0.1 s: acquire answers 0 unless steady, until the
+ * calls asking for the pool since have brought about 0.14 s of
+ * estimated work (counted, not timed: the path never depends on timing).
+ * cbp_pool_settle: nothing to stand aside for (tests, benchmarks). */
 void cbp_pool_note_blas_threads(void);
+void cbp_pool_settle(void);
 /* Jobs run so far (tests use it to see that a step took the pool). */
 long long cbp_pool_jobs(void);
 

@@ -13,8 +13,9 @@
  * whole step, and the passes run on every core.  The threads meet at a
  * barrier after each layer.
  *
- * Use: cbp_pool_acquire(parts, steady) (0: busy or unavailable — take the serial
- * path), cbp_pool_run(fn, arg) as often as needed, cbp_pool_release().
+ * Use: cbp_pool_acquire(parts, steady, cost_ns) (0: busy, unavailable or
+ * standing aside — take the serial path), cbp_pool_run(fn, arg) as often
+ * as needed, cbp_pool_release().
  * One user at a time: a second network training in another thread while
  * the pool is taken gets 0 and runs as before.  The caller is part 0;
  * helpers 1 .. parts-1 are created on first use and kept.  Between jobs a
@@ -42,8 +43,13 @@
 #if defined(_WIN32) || !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L || \
     defined(__STDC_NO_ATOMICS__)
 
-int cbp_pool_acquire(int parts, int steady) { (void)parts, (void)steady; return 0; }
+int cbp_pool_acquire(int parts, int steady, long long cost_ns)
+{
+    (void)parts, (void)steady, (void)cost_ns;
+    return 0;
+}
 void cbp_pool_note_blas_threads(void) {}
+void cbp_pool_settle(void) {}
 long long cbp_pool_jobs(void) { return 0; }
 void cbp_pool_release(void) {}
 void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts) { (void)parts; fn(arg, 0, 1); }
@@ -68,8 +74,13 @@ _Static_assert(CBP_POOL_MAX_PARTS < 16, "a job's parts fit the low 4 bits of poo
 
 #define CBP_POOL_SPIN_NS 200000 /* 0.2 ms */
 /* OpenBLAS's workers spin 2^28 cycles (0.1 s at 2.6 GHz) after their last
- * job before they sleep; meanwhile each holds a core the pool needs. */
-#define CBP_POOL_QUIET_NS 140000000
+ * job before they sleep; meanwhile each holds a core the pool needs.  So
+ * after cbp runs BLAS on OpenBLAS's threads, calls that may stand aside
+ * (not steady) do, until calls wanting the pool have brought about
+ * CBP_POOL_ASIDE_NS of estimated work (cbp_pool_acquire's cost_ns): a
+ * count of work, not a clock, so that which path a sequence of calls
+ * takes, and so its rounding, never depends on timing. */
+#define CBP_POOL_ASIDE_NS 140000000
 
 /* A thread's floating-point control (x86-64: MXCSR, whose flush-to-zero
  * and denormals-are-zero bits a caller may set for its own thread, e.g.
@@ -108,7 +119,7 @@ static struct {
     atomic_int sleeping[CBP_POOL_MAX_PARTS]; /* helper i waits on wake[i] */
     atomic_uint bar_count, bar_gen;
     atomic_llong jobs;            /* jobs run since the process started (tests) */
-    atomic_llong blas_threads_ns; /* when cbp last ran BLAS on 2+ threads */
+    atomic_llong aside_ns;        /* estimated work still to stand aside for */
     unsigned long long start[CBP_POOL_MAX_PARTS]; /* pool.job when helper i was created */
     pthread_t threads[CBP_POOL_MAX_PARTS]; /* helper i's thread */
 #ifdef __linux__
@@ -269,23 +280,35 @@ static void unpin_caller(void) {}
 /* cbp is about to run BLAS on two or more of OpenBLAS's threads. */
 void cbp_pool_note_blas_threads(void)
 {
-    atomic_store(&pool.blas_threads_ns, now_ns());
+    atomic_store(&pool.aside_ns, CBP_POOL_ASIDE_NS);
 }
 
-int cbp_pool_acquire(int parts, int steady)
+/* Nothing to stand aside for (tests and benchmarks, after waiting for
+ * OpenBLAS's workers to sleep). */
+void cbp_pool_settle(void)
+{
+    atomic_store(&pool.aside_ns, 0);
+}
+
+int cbp_pool_acquire(int parts, int steady, long long cost_ns)
 {
     if (parts < 2)
         return 0;
     /* OpenBLAS's workers may still be spinning after cbp's last threaded
-     * BLAS call: then its threads, awake anyway, serve a lone call better
-     * than the pool would beside them (measured: pool steps 2x slower for
-     * 0.1 s after a threaded OpenBLAS call).  A steady caller (every call
-     * of a fit) takes the pool all the same: its path, and so its
-     * rounding, must not depend on timing, and standing aside would renew
-     * the wait with each of its own calls. */
-    int64_t last = atomic_load(&pool.blas_threads_ns);
-    if (!steady && last != 0 && now_ns() - last < CBP_POOL_QUIET_NS)
-        return 0;
+     * BLAS call: then its threads, awake anyway, serve a short run of
+     * calls better than the pool would beside them (measured: pool steps
+     * 2x slower for 0.1 s after a threaded OpenBLAS call).  Such a call
+     * stands aside until the calls asking for the pool since have
+     * brought about CBP_POOL_ASIDE_NS of estimated work, its own
+     * included.  A steady caller (every call of a fit) takes the pool all
+     * the same, its work counted: a fit's path must not depend on the
+     * calls before it, and standing aside, a fit's first epochs would
+     * take the other path than its later ones. */
+    if (atomic_load(&pool.aside_ns) > 0) {
+        atomic_fetch_sub(&pool.aside_ns, cost_ns > 0 ? cost_ns : 1);
+        if (!steady)
+            return 0;
+    }
     if (parts > CBP_POOL_MAX_PARTS)
         parts = CBP_POOL_MAX_PARTS;
     int expected = 0;
@@ -584,7 +607,7 @@ int cbp_pool_fpenv_mismatches(int parts)
     struct obx_fpenv_probe probe;
     probe.caller = fpenv_get();
     atomic_store(&probe.mismatches, 0);
-    parts = cbp_pool_acquire(parts, 0);
+    parts = cbp_pool_acquire(parts, 0, 0);
     if (parts < 2)
         return -1;
     cbp_pool_run(obx_fpenv_part, &probe, parts);

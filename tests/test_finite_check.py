@@ -16,7 +16,6 @@ by cbp's pool (steps on the pool), else by the caller alone.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -29,7 +28,6 @@ from openblas_threads import steps_on_openblas_threads
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 SIZES = [784, 64, 10]
-QUIET = 0.15   # s: the pool waits 0.14 s after cbp's last threaded OpenBLAS call
 BAD = [np.nan, np.inf, -np.inf]
 
 
@@ -109,7 +107,7 @@ def test_the_pool_checks_when_the_steps_take_it(dtype):
         b = a.copy()
         if i is not None:
             b[i] = np.nan
-        time.sleep(QUIET)
+        _engine.pool_settle()   # nothing to stand aside for (see cbp_pool_acquire)
         jobs, ob_jobs = _engine.pool_jobs(), _engine.ob_gather_jobs()
         assert check(engine, b, pool=1) is expected
         assert _engine.pool_jobs() > jobs, "the check did not take the pool"
@@ -120,7 +118,7 @@ def test_steps_of_one_row_never_take_the_pool():
     """Such steps cannot run on the pool, so neither does their check."""
     _engine.set_pool(True)
     engine, a = engine_of(np.float32), big(np.float32)
-    time.sleep(QUIET)
+    _engine.pool_settle()   # nothing to stand aside for (see cbp_pool_acquire)
     pool_jobs = _engine.pool_jobs()
     assert on_openblas(lambda: check(engine, a, pool=1, rows=1)) is True
     assert _engine.pool_jobs() == pool_jobs
@@ -228,7 +226,7 @@ def test_fit_names_the_row_another_thread_found(monkeypatch, dtype, pool):
     if pool:
         monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", float("inf"))
         _engine.set_pool(True)
-        time.sleep(QUIET)
+        _engine.pool_settle()   # nothing to stand aside for (see cbp_pool_acquire)
     rows = _engine.FINITE_SPLIT_BYTES // (SIZES[0] * np.dtype(dtype).itemsize) + 3
     rng = np.random.default_rng(2)
     X = rng.standard_normal((rows, SIZES[0])).astype(dtype)

@@ -233,8 +233,7 @@ def test_not_for_steps_on_the_pool(monkeypatch):
     X, y = data(sizes, 100, "softmax_cross_entropy", np.float32)
     old = _engine.set_pool(True)
     try:
-        import time
-        time.sleep(0.15)   # the pool waits for OpenBLAS's workers to sleep
+        _engine.pool_settle()   # nothing to stand aside for (fit would not anyway)
         jobs, pool_jobs = _engine.ob_gather_jobs(), _engine.pool_jobs()
         fit(sizes, X, y)
         assert _engine.pool_jobs() > pool_jobs, "the steps did not take the pool"

@@ -58,13 +58,27 @@ def net_of(sizes, activation="relu", loss="softmax_cross_entropy", dtype=np.floa
     return cbp.Network.mlp(sizes, activation=activation, loss=loss, dtype=dtype, seed=seed)
 
 
-QUIET = 0.15   # s: the pool waits 0.14 s after cbp's last threaded OpenBLAS call
+# After cbp runs BLAS on OpenBLAS's threads, calls that may stand aside do,
+# until the calls asking for the pool have brought about 0.14 s of
+# estimated work (src_c/pool.c, CBP_POOL_ASIDE_NS; cbp/_engine.pyx, _work_ns).
+ASIDE_NS = 140e6
+
+
+def step_ns(net, rows, steps=1, flops_per_row_param=6):
+    """_work_ns: a call's estimated work, as the pool counts it."""
+    per_ns = 100.0 if net.dtype == np.float32 else 50.0
+    return int(steps * (20000.0 + flops_per_row_param * rows * net.num_parameters / per_ns))
+
+
+def settle():
+    """Nothing for the next calls to stand aside for (as after a pause)."""
+    _engine.pool_settle()
 
 
 def pooled(fn):
-    """Run fn() once OpenBLAS's workers are quiet; assert that it ran at
+    """Run fn() with nothing to stand aside for; assert that it ran at
     least one step on the pool."""
-    time.sleep(QUIET)
+    settle()
     before = _engine.pool_jobs()
     result = fn()
     assert _engine.pool_jobs() > before, "the step did not take the pool"
@@ -219,7 +233,7 @@ def test_one_row_and_chunked_steps_never_take_the_pool():
     sizes = [10, 20, 3]
     X, y = data(sizes, 8, "softmax_cross_entropy", np.float32)
     net = net_of(sizes)
-    time.sleep(QUIET)
+    settle()
     before = _engine.pool_jobs()
     for opt in (cbp.SGD(lr=0.1), cbp.Adam(lr=1e-3)):
         net.train_step(X[:1], y[:1], opt)
@@ -239,7 +253,7 @@ def test_only_plain_sgd_stays_off_the_pool_above_its_limit(monkeypatch):
     for name, opt in [("sgd", cbp.SGD(lr=0.1)), ("sgd-momentum", cbp.SGD(lr=0.1, momentum=0.9)),
                       ("adam", cbp.Adam()), ("adamw", cbp.AdamW())]:
         net = net_of(sizes)
-        time.sleep(QUIET)
+        settle()
         before = _engine.pool_jobs()
         net.fit(X, y, epochs=1, batch_size=10, optimizer=opt, progress=False)
         net.train_step(X[:10], y[:10], opt)
@@ -259,7 +273,7 @@ def test_above_the_limit_other_optimizers_take_the_pool_only_with_all_blas_threa
         monkeypatch.setattr(cbp_threads, "POOL_MAX_WORK", limit)
         net = net_of(sizes)
         with threadpoolctl.threadpool_limits(blas_threads, user_api="blas"):
-            time.sleep(QUIET)
+            settle()
             before = _engine.pool_jobs()
             net.fit(X, y, epochs=1, batch_size=10, optimizer=cbp.Adam(), progress=False)
             jobs[limit, blas_threads] = _engine.pool_jobs() - before
@@ -310,7 +324,7 @@ def test_pool_steps_with_a_stored_gradient_match_the_reference(name, kind, kw, s
     batches = [distinct[k % 4] for k in range(15)]
     opt = CBP_OPTIMIZERS[kind](**kw)
     with threadpoolctl.threadpool_limits(parts, user_api="blas"):
-        time.sleep(QUIET)
+        settle()
         before = _engine.pool_jobs()
         losses = [net.train_step(X, y, opt) for X, y in batches]
         assert _engine.pool_jobs() - before == len(batches)
@@ -443,7 +457,7 @@ def test_inference_outside_fit_does_not_take_the_pool():
     sizes = [30, 40, 3]
     net = net_of(sizes)
     X, y = data(sizes, 300, "softmax_cross_entropy", np.float32)
-    time.sleep(QUIET)
+    settle()
     before = _engine.pool_jobs()
     net.forward(X), net.predict(X), net.predict_proba(X), net.evaluate(X, y)
     assert _engine.pool_jobs() == before
@@ -489,28 +503,68 @@ def _step_right_after_a_threaded_step():
     return step
 
 
-def test_the_pool_waits_for_openblas_workers_to_sleep():
+def test_steps_right_after_a_threaded_call_stand_aside_for_a_count_of_work():
     """Right after cbp ran BLAS on OpenBLAS's threads, whose workers then
-    spin for about 0.1 s, a step runs on those threads, not on the pool
-    beside them; once they sleep, it takes the pool again."""
+    spin for about 0.1 s, train_steps run on those threads, not on the
+    pool beside them, until their estimated work reaches 0.14 s; the next
+    takes the pool.  The count is of work, not of time: the same steps
+    stand aside however long they take, so the path (and the rounding)
+    of a sequence of calls never depends on timing."""
     step = _step_right_after_a_threaded_step()
+    aside = int(np.ceil(ASIDE_NS / step_ns(net_of([10, 20, 3]), 8)))
     before = _engine.pool_jobs()
+    for _ in range(aside - 1):
+        step()
+    time.sleep(0.15)                       # OpenBLAS's workers sleep: no matter
     step()
-    assert _engine.pool_jobs() == before
-    pooled(step)
+    assert _engine.pool_jobs() == before   # `aside` steps stood aside
+    step()
+    assert _engine.pool_jobs() == before + 1
 
 
 def test_a_train_step_loop_reaches_the_pool_after_a_threaded_call():
     """The steps that stand aside (on OpenBLAS's threads, right after a
     threaded call) do not renew the wait themselves: a train_step loop
-    begun right after one reaches the pool once the wait is over.  (They
-    renewed it, and such a loop never took the pool.)"""
+    begun right after one reaches the pool.  (They renewed it, and such a
+    loop never took the pool.)"""
     step = _step_right_after_a_threaded_step()
     before = _engine.pool_jobs()
-    start = time.perf_counter()
-    while time.perf_counter() - start < 3 * QUIET:
+    for _ in range(int(ASIDE_NS / 20000) + 10):
         step()
     assert _engine.pool_jobs() > before
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_train_step_loop_repeats_bit_for_bit_whatever_its_timing(dtype):
+    """A loop of train_steps with evaluations between them (threaded
+    OpenBLAS calls) ends with the same parameters whether or not it
+    pauses: the pauses let OpenBLAS's workers sleep, which once moved the
+    steps after them onto the pool, whose blocks of the products BLAS
+    rounds otherwise than the whole products."""
+    sizes, rows = [64, 96, 48, 5], 16      # here the pool's rounding differs (checked)
+    X, y = data(sizes, rows * 40, "softmax_cross_entropy", dtype)
+    Xv, yv = data(sizes, 600, "softmax_cross_entropy", dtype, seed=5)
+
+    def run(pauses):
+        net = net_of(sizes, dtype=dtype, seed=3)
+        opt = cbp.Adam(lr=1e-2)
+        settle()                             # as in a new process
+        before = _engine.pool_jobs()
+        for k in range(40):
+            if pauses and k % 10 == 5:
+                time.sleep(0.15)             # OpenBLAS's workers go to sleep
+            net.train_step(X[rows * k:rows * (k + 1)], y[rows * k:rows * (k + 1)], opt)
+            if k % 20 == 19:
+                _engine.set_pool(False)
+                net.evaluate(Xv, yv)
+                _engine.set_pool(True)
+        return net, _engine.pool_jobs() - before
+
+    straight, straight_jobs = run(False)
+    paused, paused_jobs = run(True)
+    assert straight_jobs == paused_jobs == 20   # the steps before the first evaluation
+    for a, b in zip(straight.parameters(), paused.parameters()):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -532,7 +586,7 @@ def test_fit_takes_the_pool_right_after_a_threaded_call(dtype):
             net.predict(Xv)                     # threaded OpenBLAS: its workers spin
             _engine.set_pool(True)
         else:
-            time.sleep(QUIET)
+            settle()
         before = _engine.pool_jobs()
         history = net.fit(X, y, epochs=3, batch_size=10, optimizer=cbp.Adam(lr=0.01),
                           validation_data=(Xv, yv), progress=False)
@@ -709,15 +763,15 @@ def test_helpers_run_under_the_callers_floating_point_control():
     flushes subnormals (PyTorch's set_flush_denormal sets MXCSR's FTZ and
     DAZ on its own thread) has its steps flushed on every part."""
     torch = pytest.importorskip("torch")
-    time.sleep(QUIET)
+    settle()
     assert _engine.pool_fpenv_mismatches(2) == 0       # the helpers exist now
     if not torch.set_flush_denormal(True):
         pytest.skip("this CPU cannot flush subnormals")
     try:
-        time.sleep(QUIET)
+        settle()
         mismatches = _engine.pool_fpenv_mismatches(2)
     finally:
         torch.set_flush_denormal(False)
     assert mismatches == 0
-    time.sleep(QUIET)
+    settle()
     assert _engine.pool_fpenv_mismatches(2) == 0
