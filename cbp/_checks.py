@@ -101,10 +101,12 @@ def output(fn: str, out, shape, dtype, inputs=(), elementwise: bool = False):
                     and a.__array_interface__["data"][0] == out.__array_interface__["data"][0])
             if not same:
                 return np.empty(shape, dtype=dtype), out
-    return out, out
+    # A subclass (np.matrix: always 2-D, even reshaped) is written through a
+    # plain view of its buffer; the caller gets `out` itself back.
+    return (out if type(out) is np.ndarray else out.view(np.ndarray)), out
 
 
 def finish(target: np.ndarray, out: np.ndarray) -> np.ndarray:
-    if target is not out:
+    if target is not out and not np.may_share_memory(target, out):  # a scratch array
         out[...] = target
     return out

@@ -91,6 +91,10 @@ def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str =
     else a C-contiguous (n, n_out) array of dtype."""
     a = _numeric_array(what, y)
     if loss == "softmax_cross_entropy":
+        # Checked, converted and returned as our own copy: C uses each
+        # label as an index, and the caller's array could change after the
+        # check (another thread, a loader reusing its buffer).
+        a = np.array(a, copy=True)
         if a.ndim != 1:
             raise ValueError(f"{what} must be 1-D integer class labels of shape ({n},), "
                              f"got shape {shape_str(a.shape)}")
@@ -106,7 +110,7 @@ def check_targets(y, loss: str, n: int, n_out: int, dtype: np.dtype, what: str =
             bad = int(np.flatnonzero((a < 0) | (a >= n_out))[0])
             raise ValueError(f"{what} labels must lie in [0, {n_out}) for a network with "
                              f"{n_out} outputs; row {bad} holds {a[bad].item()!r}")
-        return _c_aligned(a, np.int64)
+        return _c_aligned(a, np.int64)   # `a`, or a converted copy of it
     if a.ndim == 1 and n_out == 1:
         a = a.reshape(-1, 1)
     if a.ndim != 2 or a.shape[1] != n_out:

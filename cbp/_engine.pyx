@@ -409,6 +409,7 @@ cdef class Engine:
     cdef list workspace
     cdef public int blas_threads  # BLAS threads during calls; 0: leave as set
     cdef readonly long long batches_run  # batches train_batches has completed, ever
+    cdef object labels            # the engine's copy of a call's labels (see _target)
     cdef public int pool          # training steps may run on cbp's pool: 0 no, 1 yes, 2 if
                                   # BLAS's threads fit it (see _pool_enter)
 
@@ -538,17 +539,35 @@ cdef class Engine:
             raise RuntimeError("Engine: reserve() workspace before use")
         return 0
 
-    cdef const void *_target(self, object target, Py_ssize_t n) except NULL:
+    cdef const void *_target(self, object target, Py_ssize_t n, bint copy=True) except NULL:
+        """The target rows for C.  Class labels are checked to lie in
+        [0, n_classes) and, unless not `copy` (a caller's private array),
+        copied as they are checked into the engine's own buffer, which C
+        then reads: C uses each label as an index, and the caller's array
+        could change while C runs without the GIL (another thread, a
+        loader reusing its buffer), after the check."""
         cdef const int64_t *labels
+        cdef int64_t *kept
+        cdef int64_t label
         cdef Py_ssize_t i
         cdef int64_t n_classes = self.n_out
         if self.net.loss == CBP_LOSS_SOFTMAX_CE:
             labels = <const int64_t *>_buffer(target, cnp.NPY_INT64, n, "target")
+            if not copy:
+                for i in range(n):
+                    if labels[i] < 0 or labels[i] >= n_classes:
+                        raise ValueError(f"label {labels[i]} at row {i} is outside "
+                                         f"[0, {n_classes})")
+                return labels
+            if self.labels is None or cnp.PyArray_DIM(<cnp.ndarray>self.labels, 0) < n:
+                self.labels = np.empty(max(n, 1), dtype=np.int64)
+            kept = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>self.labels)
             for i in range(n):
-                if labels[i] < 0 or labels[i] >= n_classes:
-                    raise ValueError(f"label {labels[i]} at row {i} is outside "
-                                     f"[0, {n_classes})")
-            return labels
+                label = labels[i]  # read once: checked and kept alike
+                if label < 0 or label >= n_classes:
+                    raise ValueError(f"label {label} at row {i} is outside [0, {n_classes})")
+                kept[i] = label
+            return kept
         return _buffer(target, self.typenum, _elements(n, self.n_out, "target"), "target")
 
     cdef const void *_weights(self, object w, Py_ssize_t n) except? NULL:
@@ -590,7 +609,8 @@ cdef class Engine:
                 if labels[i] < 0 or labels[i] >= self.n_out:
                     return False
         else:
-            if cnp.PyArray_TYPE(t) != self.typenum or cnp.PyArray_DIM(t, 0) != n:
+            if (cnp.PyArray_TYPE(t) != self.typenum or cnp.PyArray_NDIM(t) < 1
+                    or cnp.PyArray_DIM(t, 0) != n):
                 return False
             if not ((cnp.PyArray_NDIM(t) == 2 and cnp.PyArray_DIM(t, 1) == self.n_out)
                     or (cnp.PyArray_NDIM(t) == 1 and self.n_out == 1)):
@@ -697,14 +717,18 @@ cdef class Engine:
         return loss, status
 
     def train_batches(self, OptimizerState state, X, target, sample_weight, order,
-                      Py_ssize_t first_batch, int batch_size, Py_ssize_t n_batches, losses):
+                      Py_ssize_t first_batch, int batch_size, Py_ssize_t n_batches, losses,
+                      bint private_target=False):
         """Train on `n_batches` mini-batches from batch `first_batch` on,
         where batch g is batch g mod B of epoch g // B, an epoch being
         B = ceil(len(X) / batch_size) batches (the last holds the rest), so
         that one call may span epochs.  `order`: None (rows in sequence) or
         int64 holding one permutation of the rows per epoch, from epoch 0
         on (shape (epochs, len(X)) or flat).  losses[k] receives batch
-        first_batch + k's loss.  Returns (batches completed, status)."""
+        first_batch + k's loss.  private_target: `target` is the caller's
+        own array, which nothing else can change during the call (fit's
+        copy), so its labels are read in place, not copied (see _target).
+        Returns (batches completed, status)."""
         self._ready()
         self._check_state(state)
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0) if cnp.PyArray_Check(X) and cnp.PyArray_NDIM(X) == 2 else -1
@@ -716,7 +740,7 @@ cdef class Engine:
                 or (n_batches > 0 and n == 0)):
             raise ValueError("Engine.train_batches: batches run past the data")
         cdef const void *x = _buffer(X, self.typenum, _elements(n, self.n_in, "X"), "X")
-        cdef const void *t = self._target(target, n)
+        cdef const void *t = self._target(target, n, not private_target)
         cdef const void *w = self._weights(sample_weight, n)
         cdef double *l = <double *>_buffer(losses, cnp.NPY_FLOAT64, n_batches, "losses", True)
         cdef const int64_t *o = NULL

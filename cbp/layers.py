@@ -63,11 +63,30 @@ class Dense:
     """
 
     def __init__(self, in_features, out_features, activation="identity"):
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        self._in = _positive_int("in_features", in_features)
+        self._out = _positive_int("out_features", out_features)
         activation_code(activation)  # validates the name
-        self.activation = activation
+        self._activation = activation
         self._views = None  # (W, b, dW, db) once bound to a network
+
+    # Fixed when the layer is made: a Network compiles its layers' shapes
+    # and activations into its plan, and a changed one would be saved,
+    # copied and summarised while the plan still computed the old one.
+    @property
+    def in_features(self) -> int:
+        """Size of each input sample (fixed)."""
+        return self._in
+
+    @property
+    def out_features(self) -> int:
+        """Size of each output sample (fixed)."""
+        return self._out
+
+    @property
+    def activation(self) -> str:
+        """The activation's name (fixed: make a new layer, or a network
+        with ``Network.mlp``/``from_config``, for another)."""
+        return self._activation
 
     @property
     def num_parameters(self) -> int:

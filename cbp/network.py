@@ -220,14 +220,14 @@ class Network:
                 raise ValueError(f"layer {i} ({layer!r}) takes {layer.in_features} inputs "
                                  f"but layer {i - 1} ({layers[i - 1]!r}) gives "
                                  f"{layers[i - 1].out_features}")
-        self.layers = layers
-        self.loss = _as_loss(loss)
-        self.dtype = _as_dtype(dtype)
+        self._layers = layers
+        self._loss = _as_loss(loss)
+        self._dtype = _as_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
-        self.seed = None if seed is None else int(seed)
+        self._seed = None if seed is None else int(seed)
         self._rng = np.random.default_rng(self.seed)
         self._lock = threading.RLock()
         self.history = None
@@ -288,15 +288,39 @@ class Network:
         return cls(layers, loss=loss, dtype=dtype, seed=seed)
 
     # ------------------------------------------------------------ shape
+    # The architecture is fixed when the network is built (compiled into
+    # its plan): these are read-only, so that what is saved, copied and
+    # summarised is always what the plan computes.
+    @property
+    def layers(self) -> list:
+        """The layers, in order (a new list each time; the layers are the
+        network's own, their ``W`` and ``b`` views into its parameters)."""
+        return list(self._layers)
+
+    @property
+    def loss(self) -> str:
+        """The loss's name."""
+        return self._loss
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The parameters' dtype, ``float32`` or ``float64``."""
+        return self._dtype
+
+    @property
+    def seed(self):
+        """The seed the network was built with (``None``: unseeded)."""
+        return self._seed
+
     @property
     def in_features(self) -> int:
         """Size of each input sample (the first layer's ``in_features``)."""
-        return self.layers[0].in_features
+        return self._layers[0].in_features
 
     @property
     def out_features(self) -> int:
         """Size of each output (the last layer's ``out_features``)."""
-        return self.layers[-1].out_features
+        return self._layers[-1].out_features
 
     @property
     def num_parameters(self) -> int:
@@ -305,13 +329,13 @@ class Network:
 
     def parameters(self) -> list:
         """``[W1, b1, W2, b2, …]``: writable views of the parameters."""
-        return [p for layer in self.layers for p in (layer.W, layer.b)]
+        return [p for layer in self._layers for p in (layer.W, layer.b)]
 
     def gradients(self) -> list:
         """``[dW1, db1, …]``, aligned with :meth:`parameters`: the
         gradients written by the last :meth:`backward` (plain-SGD steps of
         :meth:`train_step` and :meth:`fit` do not store theirs)."""
-        return [g for layer in self.layers for g in (layer.dW, layer.db)]
+        return [g for layer in self._layers for g in (layer.dW, layer.db)]
 
     # ------------------------------------------------------------ data
     def _inputs(self, X, what="X", inference=False):
@@ -571,7 +595,7 @@ class Network:
         X = check_inputs(X, self.in_features, self.dtype, "X", self._steps_all_finite(batch_size))
         n = X.shape[0]
         check_nonempty(n)
-        y = self._targets(y, n)
+        y = self._targets(y, n)   # labels: fit's own copy, read in place by its C calls
         w = check_sample_weight(sample_weight, n, self.dtype)
         val = self._validation(validation_data)
         optimizer = get_optimizer(optimizer)
@@ -623,7 +647,7 @@ class Network:
                         start = time.perf_counter()
                         done, status = self._engine.train_batches(
                             state, X, y, w, order, g - first * n_batches, batch_size, count,
-                            losses)
+                            losses, True)
                         seconds = time.perf_counter() - start
                     for epoch, loss in log.add(losses[:done]):
                         logs = {"loss": loss}
@@ -864,7 +888,7 @@ class Network:
     # ------------------------------------------------------------ persistence
     def get_config(self) -> dict:
         """The architecture as JSON-compatible data."""
-        return {"layers": [layer.get_config() for layer in self.layers],
+        return {"layers": [layer.get_config() for layer in self._layers],
                 "loss": self.loss, "dtype": self.dtype.name, "seed": self.seed}
 
     @classmethod
@@ -958,7 +982,7 @@ class Network:
     def summary(self) -> str:
         """A table of the layers, their shapes and parameter counts."""
         rows = [("#", "layer", "activation", "W shape", "b shape", "params")]
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self._layers):
             rows.append((str(i + 1), "Dense", layer.activation,
                          f"({layer.out_features}, {layer.in_features})",
                          f"({layer.out_features},)", f"{layer.num_parameters:,}"))

@@ -295,6 +295,9 @@ def _labels(fn, y, n, n_classes, vector):
         require_shape(fn, "y", y, (n,), "(one label per row of z)")
     if y.dtype.kind not in "iu":
         raise TypeError(f"{fn}: y must hold integer class labels, got dtype {y.dtype}")
+    # A copy, checked and then read by C: C uses each label as an index,
+    # and the caller's array could change after the check (another thread).
+    y = np.array(y, order="C", copy=True)
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         bad = int(y[(y < 0) | (y >= n_classes)][0])
         raise ValueError(f"{fn}: labels must lie in [0, {n_classes}); got {bad}")

@@ -983,9 +983,10 @@ class CallLog:
     def __init__(self, net):
         self.calls = []
 
-        def around(train_batches, state, X, y, w, order, first, batch_size, count, losses):
+        def around(train_batches, state, X, y, w, order, first, batch_size, count, losses,
+                   *rest):
             self.calls.append((first, count, None if order is None else len(order)))
-            return train_batches(state, X, y, w, order, first, batch_size, count, losses)
+            return train_batches(state, X, y, w, order, first, batch_size, count, losses, *rest)
 
         wrap_train_batches(net, around)
 
@@ -1133,11 +1134,11 @@ def test_an_interrupt_around_a_spanning_call_keeps_history_and_generator_in_step
     net = cbp.Network.mlp([6, 8, 3], seed=1)
     calls, planned = [], []     # batches of each call run; epochs of shuffles of each call
 
-    def around(train_batches, state, X, y, w, order, first, batch_size, count, losses):
+    def around(train_batches, state, X, y, w, order, first, batch_size, count, losses, *rest):
         planned.append(len(order))
         if len(calls) + 1 == when and lands == "before":
             raise _Interrupt
-        result = train_batches(state, X, y, w, order, first, batch_size, count, losses)
+        result = train_batches(state, X, y, w, order, first, batch_size, count, losses, *rest)
         calls.append(count)
         if len(calls) == when:
             raise _Interrupt      # the result never reaches fit

@@ -134,6 +134,40 @@ def test_dense_attributes_before_network():
         d.W
 
 
+@pytest.mark.parametrize("name, value", [("activation", "tanh"), ("activation", "swish"),
+                                         ("in_features", 7), ("out_features", 2)])
+def test_a_layers_shape_and_activation_are_fixed(tmp_path, name, value):
+    """A network compiles its layers into its plan: a changed activation
+    was saved, copied and summarised while the plan kept computing the old
+    one (a copy or a loaded model then predicted otherwise; a bad name was
+    saved into a file that load refused)."""
+    net = cbp.Network.mlp([4, 3, 2], seed=0)
+    with pytest.raises(AttributeError):
+        setattr(net.layers[0], name, value)
+    with pytest.raises(AttributeError):
+        setattr(cbp.Dense(4, 3), name, value)
+    X = np.random.default_rng(0).standard_normal((20, 4))
+    net.save(tmp_path / "m.npz")
+    assert np.array_equal(cbp.load(tmp_path / "m.npz").predict_proba(X), net.predict_proba(X))
+    assert np.array_equal(net.copy().predict_proba(X), net.predict_proba(X))
+
+
+@pytest.mark.parametrize("name, value", [("loss", "mse"), ("layers", []), ("dtype", "float64"),
+                                         ("seed", 3)])
+def test_a_networks_architecture_is_fixed(name, value):
+    """net.loss, net.layers, net.dtype and net.seed describe the compiled
+    plan: they cannot be set (after net.loss = "mse", predict returned raw
+    logits; after net.layers = net.layers[:1], train_step still ran the
+    whole network), and the list net.layers returns is a copy."""
+    net = cbp.Network.mlp([4, 3, 2], seed=0)
+    config = net.get_config()
+    with pytest.raises(AttributeError):
+        setattr(net, name, value)
+    net.layers.append(cbp.Dense(2, 2))
+    net.layers.clear()
+    assert net.get_config() == config and len(net.layers) == 2
+
+
 def test_dense_reused_in_second_network_is_refused_and_first_is_intact():
     d1, d2 = cbp.Dense(5, 4, activation="tanh"), cbp.Dense(4, 3)
     net1 = cbp.Network([d1, d2], dtype="float64", seed=0)

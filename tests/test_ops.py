@@ -200,6 +200,34 @@ def test_zero_d_and_subclass_inputs_keep_their_shape(dtype):
     assert_close(ops.linear_forward(np.asarray(m), W, np.zeros(3, dtype)), [[1, -2, 3]])
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_subclass_out_is_written_and_returned(dtype):
+    """An np.matrix ``out`` of the right shape and dtype is written and
+    returned by every kernel that takes ``out`` (the element-wise ones
+    raised Cython's "Buffer has wrong number of dimensions": a matrix
+    stays 2-D when flattened)."""
+    rng = np.random.default_rng(0)
+    z, dz = rng.standard_normal((2, 4)).astype(dtype), rng.standard_normal((2, 4)).astype(dtype)
+    W, b = rng.standard_normal((4, 4)).astype(dtype), rng.standard_normal(4).astype(dtype)
+    calls = {
+        "activation_forward": (lambda o: ops.activation_forward("tanh", z, out=o),
+                               ref.sigma("tanh", z)),
+        "activation_derivative": (lambda o: ops.activation_derivative("tanh", z, out=o),
+                                  ref.sigma_prime("tanh", z)),
+        "relu_gate_backward": (lambda o: ops.relu_gate_backward(dz, z, out=o),
+                               ref.relu_gate_backward(dz, z)),
+        "linear_forward": (lambda o: ops.linear_forward(z, W, b, out=o),
+                           ref.linear_forward(z, W, b)),
+        "backprop_delta": (lambda o: ops.backprop_delta(W, dz, z, "tanh", out=o),
+                           ref.backprop_delta(W, dz, z, "tanh")),
+    }
+    for name, (call, expected) in calls.items():
+        out = np.asmatrix(np.full((2, 4), 7.0, dtype))
+        assert call(out) is out, name
+        assert_close(np.asarray(out), expected)
+
+
 def test_linear_backward_bias_is_delta_and_its_row_sum():
     rng = np.random.default_rng(2)
     d, x, W = rng.normal(size=4), rng.normal(size=3), rng.normal(size=(4, 3))

@@ -488,3 +488,59 @@ def test_blas_thread_count_is_restored_after_concurrent_calls():
         results, _ = _run_in_threads([work(s) for s in range(4)])
         assert blas_threads() == before
         assert all(np.isfinite(p).all() for params in results for p in params)
+
+
+# A thread that keeps writing an out-of-range label into the caller's
+# array while the main thread trains and evaluates on it.  Labels are
+# checked with the GIL held, and C runs without it, using each label as
+# an index: C must read a copy made as the labels were checked, never the
+# caller's array.  (When it read the caller's array, each of these calls
+# crashed the interpreter within half a second.)  A subprocess, so that a
+# crash fails the test instead of ending pytest.
+_LABEL_RACE = r"""
+import sys, threading, time
+import numpy as np
+import cbp
+from cbp import ops
+
+what = sys.argv[1]
+rng = np.random.default_rng(0)
+X = rng.standard_normal((512, 64)).astype(np.float32)
+y = rng.integers(0, 10, 512)
+Z = rng.standard_normal((512, 10))
+net = cbp.Network.mlp([64, 32, 10], seed=0)
+done = False
+
+def mutate():
+    while not done:
+        y[100] = 10**15
+        y[100] = 3
+
+threading.Thread(target=mutate, daemon=True).start()
+calls = {
+    "evaluate": lambda: net.evaluate(X, y),
+    "train_step": lambda: net.train_step(X[:256], y[:256], "sgd"),
+    "backward": lambda: net.backward(X, y),
+    "fit": lambda: net.fit(X, y, epochs=1, batch_size=64, progress=False),
+    "ops": lambda: ops.softmax_cross_entropy(Z, y),
+}
+start, refused = time.perf_counter(), 0
+while time.perf_counter() - start < 1.5:
+    try:
+        calls[what]()
+    except ValueError as e:
+        assert "10000000" in str(e), e      # the bad label, named
+        refused += 1
+done = True
+print("ok", refused)
+"""
+
+
+@pytest.mark.parametrize("what", ["evaluate", "train_step", "backward", "fit", "ops"])
+def test_labels_changed_during_a_call_never_reach_c(what):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _LABEL_RACE, what], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ok"), proc.stdout
