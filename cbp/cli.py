@@ -284,6 +284,9 @@ def _check_out_path(path) -> None:
     """Fail before training, not after, when the model cannot be saved there."""
     if os.path.isdir(path):
         raise DataError(f"--out {path}: is a directory, expected a file name")
+    if os.path.exists(path) and not os.path.isfile(path):   # as save refuses it
+        raise DataError(f"--out {path}: is not a regular file (a device, a FIFO or a "
+                        "socket), expected a file name")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise DataError(f"--out {path}: the directory {directory} does not exist")
@@ -293,6 +296,7 @@ def _check_out_path(path) -> None:
 
 def cmd_train(args, out) -> int:
     import cbp
+    from cbp._data import check_inputs
 
     if args.out is not None:
         _check_out_path(args.out)
@@ -304,6 +308,9 @@ def cmd_train(args, out) -> int:
     else:
         y, n_out = _regression_targets(y, source)
         target = f"{n_out} target{'s' if n_out > 1 else ''}"
+    # Checked here, not by fit on the training split, so that a bad row is
+    # named by its row in the file.
+    X = check_inputs(X, X.shape[1], np.dtype(args.dtype), "X")
     train, test = _split(X.shape[0], args.test_size, args.seed)
 
     sizes = [X.shape[1], *args.hidden, n_out]

@@ -414,9 +414,10 @@ class Network:
         if not _engine.all_finite(self._params):
             return ("the network's parameters hold NaN or infinity (set by hand, or loaded "
                     "from such a file)")
+        remedy = "scale the inputs, or use dtype='float64'" if self.dtype == np.float32 else \
+            "scale the inputs, or the weights"
         return (f"the computation overflowed {self.dtype} (largest finite "
-                f"{np.finfo(self.dtype).max:.3g}) on finite inputs; scale the inputs, or use "
-                f"dtype='float64'")
+                f"{np.finfo(self.dtype).max:.3g}) on finite inputs; {remedy}")
 
     def backward(self, X, y, sample_weight=None) -> float:
         """Loss of the batch and its gradient into every layer's ``dW``,

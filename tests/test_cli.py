@@ -453,10 +453,24 @@ def test_predict_wrong_column_count_exit_1(tmp_path, model, capsys):
 
 def test_train_out_directory_checked_before_training(tmp_path, data, capsys, monkeypatch):
     monkeypatch.setattr(cbp.Network, "fit", lambda *a, **k: pytest.fail("trained anyway"))
-    for out in (tmp_path / "no" / "such" / "m.npz", tmp_path):
+    # a device, which save refuses: refused before training, not after
+    devices = [os.devnull] if os.path.exists(os.devnull) and os.name == "posix" else []
+    for out in (tmp_path / "no" / "such" / "m.npz", tmp_path, *devices):
         code, _, err = run(capsys, "train", "--data", data[0], "--out", out)
         assert code == 1
         assert_one_line_error(err, "--out")
+
+
+def test_train_names_the_bad_row_of_the_file(tmp_path, capsys):
+    """A NaN in row 37 of the file is reported as row 37, not as its row in
+    the shuffled training split."""
+    X, y = make_classification()
+    X[37, 2] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, X=X, y=y)
+    code, _, err = run(capsys, "train", "--data", path, "--epochs", 1)
+    assert code == 1
+    assert_one_line_error(err, "must be finite", "row 37 ")
 
 
 def test_divergence_is_one_line_exit_1(data, capsys):
