@@ -47,6 +47,7 @@ cdef inline int _threads_enter(int want, bint note=True) noexcept nogil:
         cbp_pool_note_blas_threads()
     if want <= 0 or old == want:
         return 0
+    cbp_threads_changed(old)   # before the change: a fork meanwhile puts it back
     _set_threads(want)
     return old
 
@@ -54,6 +55,18 @@ cdef inline int _threads_enter(int want, bint note=True) noexcept nogil:
 cdef inline void _threads_leave(int old) noexcept nogil:
     if old > 0:
         _set_threads(old)
+        cbp_threads_restored()
+
+
+def restore_threads_after_fork():
+    """In a forked child (os.register_at_fork, see cbp._threads.bind):
+    put back the BLAS thread count that a call in flight in another thread
+    of the parent had lowered (that thread, which would have restored it,
+    does not exist in the child).  Returns the count put back, or 0."""
+    cdef int base = cbp_threads_after_fork()
+    if base > 0 and _set_threads != NULL:
+        _set_threads(base)
+    return base
 
 
 # cbp's pool (src_c/pool.c): a training step that would run BLAS on two
@@ -718,7 +731,7 @@ cdef class Engine:
 
     def train_batches(self, OptimizerState state, X, target, sample_weight, order,
                       Py_ssize_t first_batch, int batch_size, Py_ssize_t n_batches, losses,
-                      bint private_target=False):
+                      bint private_target=False, progress=None):
         """Train on `n_batches` mini-batches from batch `first_batch` on,
         where batch g is batch g mod B of epoch g // B, an epoch being
         B = ceil(len(X) / batch_size) batches (the last holds the rest), so
@@ -728,6 +741,9 @@ cdef class Engine:
         first_batch + k's loss.  private_target: `target` is the caller's
         own array, which nothing else can change during the call (fit's
         copy), so its labels are read in place, not copied (see _target).
+        progress (an int64 array, if given): progress[0] receives the
+        batches completed, before the call returns (a Ctrl-C can arrive
+        before the caller has the returned tuple).
         Returns (batches completed, status)."""
         self._ready()
         self._check_state(state)
@@ -781,6 +797,8 @@ cdef class Engine:
             _threads_leave(restore)
             _pool_leave(&self.net, parts)
         self.batches_run += done
+        if progress is not None:
+            progress[0] = done
         return done, status
 
     def all_finite(self, cnp.ndarray a not None, int threads=1, int pool=0, Py_ssize_t rows=2,

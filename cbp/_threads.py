@@ -134,6 +134,8 @@ def bind() -> bool:
         found = None if os.environ.get("CBP_NO_THREAD_CONTROL") else _find()
         if found is not None:
             _engine.bind_blas_threads(found[0], found[1])
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_engine.restore_threads_after_fork)
             if found[4]:
                 # OpenBLAS's threads for the passes of the steps whose
                 # products they run (src_c/pool.c, cbp_obx_*).

@@ -33,6 +33,12 @@ class History:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
 
+    def _truncate(self, epochs: int) -> None:
+        """Keep the first `epochs` entries of every record."""
+        del self.epoch[epochs:]
+        for values in self.history.values():
+            del values[epochs:]
+
     def _append(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)
         for key, value in logs.items():

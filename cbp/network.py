@@ -141,6 +141,11 @@ class _EpochLosses:
         self.batches = 0                # batches recorded, over the whole fit
         self._pieces = []               # the current epoch's losses so far
 
+    def _restart(self, batches, pieces):
+        """Back to a state recorded before: `batches` recorded, `pieces`
+        of the current epoch's losses."""
+        self.batches, self._pieces = batches, list(pieces)
+
     def add(self, losses):
         """Record the next len(losses) batches; yields (epoch, mean loss)
         for each epoch they complete."""
@@ -522,9 +527,10 @@ class Network:
         if not (spec is None or isinstance(spec, str)):
             get_optimizer(spec)  # raises the TypeError
         key = "adam" if spec is None else spec.lower()
-        if key not in self._named_optimizers:
-            self._named_optimizers[key] = get_optimizer(spec)  # unknown names raise here
-        return self._named_optimizers[key]
+        with self._lock:   # threads' first steps share one optimizer, not one each
+            if key not in self._named_optimizers:
+                self._named_optimizers[key] = get_optimizer(spec)  # unknown names raise here
+            return self._named_optimizers[key]
 
     @staticmethod
     def _divergence_message(status, loss, where=""):
@@ -627,6 +633,7 @@ class Network:
                 self._engine.reserve(batch_size)
             shuffles = _Shuffles(self._rng, n) if shuffle else None
             log = _EpochLosses(n, batch_size, n_batches)
+            progress = np.zeros(1, dtype=np.int64)   # batches each call completed
             stop = False
             while log.batches < total and not stop:
                 begun = time.perf_counter()
@@ -634,7 +641,9 @@ class Network:
                 e0 = g // n_batches
                 count = min(per_call, (total if spans else (e0 + 1) * n_batches) - g,
                             (e0 + span_epochs) * n_batches - g)
-                ran, losses = self._engine.batches_run, None
+                # The History and the record as the call begins, for Ctrl-C.
+                kept_epochs, kept_pieces = len(history.epoch), list(log._pieces)
+                progress[0], losses = 0, None
                 try:
                     order, first = (shuffles.cover(e0, (g + count - 1) // n_batches)
                                     if shuffle else (None, 0))
@@ -648,7 +657,7 @@ class Network:
                         start = time.perf_counter()
                         done, status = self._engine.train_batches(
                             state, X, y, w, order, g - first * n_batches, batch_size, count,
-                            losses, True)
+                            losses, True, progress)
                         seconds = time.perf_counter() - start
                     for epoch, loss in log.add(losses[:done]):
                         logs = {"loss": loss}
@@ -663,11 +672,18 @@ class Network:
                     # finished still reach the History when they need
                     # nothing else, and the generator is rewound (also
                     # when the call's shuffles were being drawn).
+                    # Rebuilt from the call's start: the interrupt may fall
+                    # between an epoch's record and its History entry (an
+                    # epoch went missing from the middle of the History),
+                    # and the call's own count (progress), not the engine's,
+                    # which another thread's fit of this network also
+                    # moves, says how many batches it completed.
                     if spans and losses is not None:
-                        finished = min(max(self._engine.batches_run - ran, 0), count)
-                        for epoch, loss in log.add(losses[log.batches - g:finished]):
-                            logs = {"loss": loss}
-                            history._append(epoch, dict(logs))
+                        finished = min(int(progress[0]), count)
+                        history._truncate(kept_epochs)
+                        log._restart(g, kept_pieces)
+                        for epoch, loss in log.add(losses[:finished]):
+                            history._append(epoch, {"loss": loss})
                     if shuffle:
                         shuffles.rewind(log.batches // n_batches + 1)
                     raise

@@ -413,6 +413,11 @@ void cbp_pool_note_blas_threads(void);
 void cbp_pool_settle(void);
 /* Jobs run so far (tests use it to see that a step took the pool). */
 long long cbp_pool_jobs(void);
+/* A call changes OpenBLAS's thread count from `old` / has put it back;
+ * in a forked child: the count to put back (0: none), see pool.c. */
+void cbp_threads_changed(int old);
+void cbp_threads_restored(void);
+int cbp_threads_after_fork(void);
 
 /* OpenBLAS's own worker threads for the work between the products of
  * steps whose products run on them: the batch gather, a large layer's

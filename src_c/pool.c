@@ -51,6 +51,9 @@ int cbp_pool_acquire(int parts, int steady, long long cost_ns)
 void cbp_pool_note_blas_threads(void) {}
 void cbp_pool_settle(void) {}
 long long cbp_pool_jobs(void) { return 0; }
+void cbp_threads_changed(int old) { (void)old; }
+void cbp_threads_restored(void) {}
+int cbp_threads_after_fork(void) { return 0; }
 void cbp_pool_release(void) {}
 void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts) { (void)parts; fn(arg, 0, 1); }
 void cbp_pool_barrier(void) {}
@@ -373,6 +376,32 @@ void cbp_pool_run(cbp_pool_fn fn, void *arg, int parts)
     fn(arg, 0, parts);
     SPIN_UNTIL(atomic_load(&pool.done) == parts - 1);
     atomic_fetch_add(&pool.jobs, 1);
+}
+
+/* OpenBLAS's thread count across fork.  A call that lowers the count
+ * (to 1 for a small step, or for the pool's parts) restores it when it
+ * returns; a child forked meanwhile by another thread has no such
+ * thread, and would keep the lowered count for good (measured: 9 of 10
+ * children forked while another thread fitted stayed at one BLAS thread
+ * and never used the pool).  So the count before the first of the calls
+ * in flight is kept here, and the child restores it
+ * (cbp_threads_after_fork, from Python's os.register_at_fork). */
+static atomic_int threads_in_flight, threads_base;
+
+void cbp_threads_changed(int old)
+{
+    if (atomic_fetch_add(&threads_in_flight, 1) == 0)
+        atomic_store(&threads_base, old);
+}
+
+void cbp_threads_restored(void)
+{
+    atomic_fetch_sub(&threads_in_flight, 1);
+}
+
+int cbp_threads_after_fork(void)
+{
+    return atomic_exchange(&threads_in_flight, 0) > 0 ? atomic_load(&threads_base) : 0;
 }
 
 long long cbp_pool_jobs(void)
