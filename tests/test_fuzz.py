@@ -20,7 +20,8 @@ at the kernels of cbp.ops.  Every example checks:
 * inputs are never modified; a DivergenceError leaves the parameters as
   they were.
 
-Profiles: a short one by default (a few dozen examples per test, for CI);
+Profiles: a short one by default (a few dozen examples per test; in CI,
+with CI=true, the same examples every run);
 ``CBP_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py`` for a long
 run by hand (see docs/bad-input.md).
 """
@@ -44,7 +45,12 @@ import reference as ref
 import reference_network as refnet
 
 EXAMPLES = int(os.environ.get("CBP_FUZZ_EXAMPLES", "50"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+# In CI (CI=true, as .ci/run sets) the examples are the same every run, so
+# that a run's verdict is reproducible and a rare example cannot decide
+# whether a change lands; elsewhere each run draws new ones, which is how
+# the rare ones are found (one was: backward's FloatingPointError, 590494a).
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=IN_CI,
                 suppress_health_check=list(HealthCheck))
 ALLOWED = (ValueError, TypeError, cbp.CBPError)
 LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "mse")

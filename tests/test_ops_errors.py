@@ -2,6 +2,7 @@
 and the actual shape, every wrong type a TypeError, never a crash or a
 stray exception (API.md §1, §5, §8); and a hypothesis fuzz test throwing
 random shapes, dtypes, layouts and ``out=`` arguments at every function."""
+import os
 import re
 
 import numpy as np
@@ -587,6 +588,7 @@ def check_call(name, case):
 
 @pytest.mark.parametrize("name", list(SPECS))
 @settings(max_examples=200, deadline=None, database=None,
+          derandomize=os.environ.get("CI", "").lower() in ("1", "true", "yes"),  # see test_fuzz
           suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_every_function(name, data):
